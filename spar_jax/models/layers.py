@@ -1,0 +1,177 @@
+"""Shared transformer primitives: RMSNorm, RoPE, grouped-query attention, SwiGLU.
+
+Einsum legend (used in every model file):
+  B batch          T query length      S key length (cache slots)
+  D model width    N query heads       K kv heads     G query heads per kv head
+  H head dim       F feed-forward      V vocabulary   L layers
+
+Every parameter carries logical axis names (`embed`, `heads`, `kv_heads`,
+`head_dim`, `mlp`, `vocab`, `norm`, and `layers` for the scanned stack); the sharding
+rules in the config map them to mesh axes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from spar_jax.models.config import ModelConfig
+
+# Large negative instead of -inf, so a query with no visible key (a padding
+# row) gets uniform attention instead of NaNs.
+_MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
+
+
+def _param(module: nn.Module, name: str, shape, axes, init, dtype):
+    return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm; statistics in float32 whatever the compute dtype."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:  # [..., D] -> [..., D]
+        scale = _param(
+            self, "scale", (x.shape[-1],), ("norm",), nn.initializers.ones, self.cfg.weight_dtype
+        )
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(
+            jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.cfg.rms_norm_eps
+        )
+        # Cast back before scaling, as the reference implementations do.
+        return x32.astype(self.cfg.compute_dtype) * scale.astype(self.cfg.compute_dtype)
+
+
+def rope_inverse_frequencies(cfg: ModelConfig) -> np.ndarray:
+    """Inverse frequencies [R/2] for the rotary dimension R, float32.
+
+    Computed in float32 numpy with the same operations as transformers, so
+    the two agree bit for bit. `llama3` scaling (LLaMA-3.1) divides low
+    frequencies by `factor` and interpolates the band between.
+    """
+    dim = cfg.rotary_dim
+    exponent = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)
+    inv_freq = (np.float32(1.0) / (np.float32(cfg.rope_theta) ** exponent)).astype(np.float32)
+    s = cfg.rope_scaling
+    if s is None:
+        return inv_freq
+    low_wavelen = s.original_max_position_embeddings / s.low_freq_factor
+    high_wavelen = s.original_max_position_embeddings / s.high_freq_factor
+    wavelen = (2 * math.pi / inv_freq).astype(np.float32)
+    scaled = np.where(wavelen > low_wavelen, inv_freq / s.factor, inv_freq).astype(np.float32)
+    smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (
+        s.high_freq_factor - s.low_freq_factor
+    )
+    smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled
+    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+    return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, cfg: ModelConfig) -> jax.Array:
+    """Rotates the first `cfg.rotary_dim` features of each head.
+
+    Args:
+      x: [B, T, N, H] queries or keys.
+      positions: [B, T] integer positions.
+    Returns:
+      [B, T, N, H] in x's dtype. LLaMA rotates pairs (i, i + R/2) ("half"
+      layout); GLM rotates adjacent pairs (2i, 2i + 1) ("interleaved").
+    """
+    rot = cfg.rotary_dim
+    inv_freq = jnp.asarray(rope_inverse_frequencies(cfg))
+    angles = positions[..., None].astype(jnp.float32) * inv_freq  # [B, T, R/2]
+    cos = jnp.cos(angles)[:, :, None, :]  # [B, T, 1, R/2]
+    sin = jnp.sin(angles)[:, :, None, :]
+    x_rot = x[..., :rot].astype(jnp.float32)
+    if cfg.rope_interleaved:
+        x1, x2 = x_rot[..., 0::2], x_rot[..., 1::2]
+        out = jnp.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+        out = out.reshape(x_rot.shape)
+    else:
+        x1, x2 = jnp.split(x_rot, 2, axis=-1)
+        out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    out = out.astype(x.dtype)
+    if rot == x.shape[-1]:
+        return out
+    return jnp.concatenate([out, x[..., rot:]], axis=-1)
+
+
+class Attention(nn.Module):
+    """Grouped-query attention by grouped einsum; K/V are never repeated."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.Array,  # [B, T, D]
+        positions: jax.Array,  # [B, T]
+        allowed: jax.Array,  # [B, T, S] bool: query t may attend to key slot s
+        kv: tuple[jax.Array, jax.Array] | None,  # ([B, S, K, H], [B, S, K, H]) cache
+        cache_index: jax.Array | None,  # [] first cache slot written by these tokens
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+        cfg = self.cfg
+        D, N, K, H = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        init = nn.initializers.normal(0.02)
+        pd = cfg.weight_dtype
+        dt = cfg.compute_dtype
+        w_q = _param(self, "q", (D, N, H), ("embed", "heads", "head_dim"), init, pd)
+        w_k = _param(self, "k", (D, K, H), ("embed", "kv_heads", "head_dim"), init, pd)
+        w_v = _param(self, "v", (D, K, H), ("embed", "kv_heads", "head_dim"), init, pd)
+        w_o = _param(self, "o", (N, H, D), ("heads", "head_dim", "embed"), init, pd)
+
+        x = x.astype(dt)
+        q = jnp.einsum("BTD,DNH->BTNH", x, w_q.astype(dt))  # [B, T, N, H]
+        k = jnp.einsum("BTD,DKH->BTKH", x, w_k.astype(dt))  # [B, T, K, H]
+        v = jnp.einsum("BTD,DKH->BTKH", x, w_v.astype(dt))  # [B, T, K, H]
+        if cfg.qkv_bias:
+            zeros = nn.initializers.zeros
+            q = q + _param(self, "q_bias", (N, H), ("heads", "head_dim"), zeros, pd).astype(dt)
+            k = k + _param(self, "k_bias", (K, H), ("kv_heads", "head_dim"), zeros, pd).astype(dt)
+            v = v + _param(self, "v_bias", (K, H), ("kv_heads", "head_dim"), zeros, pd).astype(dt)
+
+        q = apply_rope(q, positions, cfg)
+        k = apply_rope(k, positions, cfg)
+
+        if kv is not None:
+            k_cache, v_cache = kv
+            start = (0, cache_index, 0, 0)
+            k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), start)
+            v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), start)
+            kv = (k, v)
+            k, v = k.astype(dt), v.astype(dt)
+
+        B, T = x.shape[:2]
+        q = q.reshape(B, T, K, cfg.num_groups, H)  # [B, T, K, G, H]
+        scores = jnp.einsum("BTKGH,BSKH->BKGTS", q, k) * (H**-0.5)
+        # Masking and softmax in float32 for stability in bfloat16 runs.
+        scores = jnp.where(allowed[:, None, None], scores.astype(jnp.float32), _MASK_VALUE)
+        probs = jax.nn.softmax(scores, axis=-1).astype(dt)
+        out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v).reshape(B, T, N, H)
+        return jnp.einsum("BTNH,NHD->BTD", out, w_o.astype(dt)), kv
+
+
+class MLP(nn.Module):
+    """SwiGLU feed-forward: down(silu(x @ gate) * (x @ up))."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:  # [B, T, D] -> [B, T, D]
+        cfg = self.cfg
+        D, F = cfg.hidden_size, cfg.intermediate_size
+        init = nn.initializers.normal(0.02)
+        pd, dt = cfg.weight_dtype, cfg.compute_dtype
+        w_gate = _param(self, "gate", (D, F), ("embed", "mlp"), init, pd)
+        w_up = _param(self, "up", (D, F), ("embed", "mlp"), init, pd)
+        w_down = _param(self, "down", (F, D), ("mlp", "embed"), init, pd)
+        x = x.astype(dt)
+        gate = jnp.einsum("BTD,DF->BTF", x, w_gate.astype(dt))
+        up = jnp.einsum("BTD,DF->BTF", x, w_up.astype(dt))
+        return jnp.einsum("BTF,FD->BTD", jax.nn.silu(gate) * up, w_down.astype(dt))

@@ -1,0 +1,233 @@
+"""The decoder stack shared by every family, and its pure-functional API.
+
+`apply(cfg, params, tokens, ...)` is a plain function of arrays: the layers
+run under one `lax.scan` over stacked parameters (so an 80-layer model
+compiles one layer), optionally rematerialised, and the KV cache is an
+explicit pytree passed in and returned.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from spar_jax.models.config import ModelConfig
+from spar_jax.models.layers import MLP, Attention, RMSNorm, _param
+
+Params = Any  # nested dict of arrays
+
+_REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+@flax.struct.dataclass
+class KVCache:
+    """Keys and values of every layer, written slot by slot.
+
+    All rows share one write index: prompts are left-padded to a common
+    length, so slot s holds the same step for every row and `mask` says
+    which slots hold real tokens.
+    """
+
+    k: jax.Array  # [L, B, S, K, H]
+    v: jax.Array  # [L, B, S, K, H]
+    mask: jax.Array  # [B, S] bool: slot holds a real (non-padding) token
+    index: jax.Array  # [] int32: next slot to write
+
+    @property
+    def max_length(self) -> int:
+        return self.k.shape[2]
+
+    def lengths(self) -> jax.Array:  # [B] real tokens seen per row
+        return self.mask.sum(axis=-1, dtype=jnp.int32)
+
+
+def init_cache(cfg: ModelConfig, batch: int, max_length: int, dtype=None) -> KVCache:
+    """An empty cache for `batch` rows and `max_length` slots."""
+    dtype = jnp.dtype(dtype or cfg.dtype)
+    shape = (cfg.num_layers, batch, max_length, cfg.num_kv_heads, cfg.head_dim)
+    return KVCache(
+        k=jnp.zeros(shape, dtype),
+        v=jnp.zeros(shape, dtype),
+        mask=jnp.zeros((batch, max_length), bool),
+        index=jnp.zeros((), jnp.int32),
+    )
+
+
+def cache_bytes(cfg: ModelConfig, batch: int, max_length: int, dtype=None) -> int:
+    """Bytes `init_cache(cfg, batch, max_length)` will allocate."""
+    itemsize = jnp.dtype(dtype or cfg.dtype).itemsize
+    kv = 2 * cfg.num_layers * batch * max_length * cfg.num_kv_heads * cfg.head_dim * itemsize
+    return kv + batch * max_length + 4
+
+
+class Block(nn.Module):
+    """Pre-norm decoder layer (plus GLM-4-0414's post-sublayer norms)."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, kv, positions, allowed, cache_index):
+        cfg = self.cfg
+        h = RMSNorm(cfg, name="pre_attn_norm")(x)
+        h, kv = Attention(cfg, name="attn")(h, positions, allowed, kv, cache_index)
+        if cfg.post_norms:
+            h = RMSNorm(cfg, name="post_attn_norm")(h)
+        x = x + h
+        h = MLP(cfg, name="mlp")(RMSNorm(cfg, name="pre_mlp_norm")(x))
+        if cfg.post_norms:
+            h = RMSNorm(cfg, name="post_mlp_norm")(h)
+        return x + h, kv
+
+
+class Transformer(nn.Module):
+    """Token embedding, L scanned blocks, final norm and LM head."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens, positions, allowed, kv, cache_index, return_hidden=False):
+        cfg = self.cfg
+        embedding = _param(
+            self,
+            "embedding",
+            (cfg.vocab_size, cfg.hidden_size),
+            ("vocab", "embed"),
+            nn.initializers.normal(0.02),
+            cfg.weight_dtype,
+        )
+        x = jnp.take(embedding, tokens, axis=0).astype(cfg.compute_dtype)  # [B, T, D]
+
+        block = Block
+        if cfg.remat_policy != "none":
+            block = nn.remat(block, policy=_REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
+        stack = nn.scan(
+            block,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+            length=cfg.num_layers,
+            metadata_params={nn.PARTITION_NAME: "layers"},
+        )
+        x, kv = stack(cfg, name="layers")(x, kv, positions, allowed, cache_index)
+        x = RMSNorm(cfg, name="final_norm")(x)
+        if return_hidden:
+            return x, kv
+        if cfg.tie_embeddings:
+            head = embedding.T  # [D, V]
+        else:
+            head = _param(
+                self,
+                "lm_head",
+                (cfg.hidden_size, cfg.vocab_size),
+                ("embed", "vocab"),
+                nn.initializers.normal(0.02),
+                cfg.weight_dtype,
+            )
+        dt = cfg.compute_dtype
+        logits = jnp.einsum(
+            "BTD,DV->BTV", x, head.astype(dt), preferred_element_type=jnp.float32
+        )  # [B, T, V] float32
+        return logits, kv
+
+
+def lm_head(cfg: ModelConfig, params: Params) -> jax.Array:
+    """The output projection [D, V] (the transposed embedding when tied)."""
+    if cfg.tie_embeddings:
+        return params["embedding"].T
+    return params["lm_head"]
+
+
+def _positions_and_mask(cfg, tokens, positions, mask, cache):
+    B, T = tokens.shape
+    mask = jnp.ones((B, T), bool) if mask is None else mask.astype(bool)
+    if positions is None:
+        base = cache.lengths()[:, None] if cache is not None else 0
+        # Left padding: the first real token of each row gets position 0.
+        positions = base + jnp.maximum(jnp.cumsum(mask, axis=-1, dtype=jnp.int32) - 1, 0)
+    return positions.astype(jnp.int32), mask
+
+
+def apply(
+    cfg: ModelConfig,
+    params: Params,
+    tokens: jax.Array,
+    positions: jax.Array | None = None,
+    mask: jax.Array | None = None,
+    cache: KVCache | None = None,
+    *,
+    return_hidden: bool = False,
+) -> tuple[jax.Array, KVCache | None]:
+    """Runs the model on a batch of token ids.
+
+    Args:
+      cfg: the model config (static under jit).
+      params: the parameter pytree (`init_params(...)` or `load_hf(...)`).
+      tokens: [B, T] int token ids.
+      positions: [B, T] positions; by default counted over `mask`, continuing
+        from the tokens already in `cache`.
+      mask: [B, T] bool, False at padding. Padding may be on either side.
+      cache: a `KVCache`; the tokens are written at `cache.index` and attend
+        to every earlier real slot. The caller sizes the cache (writing past
+        its end is not checked inside jit).
+      return_hidden: return the final normed hidden states [B, T, D] instead
+        of logits (for vocabulary-chunked losses).
+    Returns:
+      (logits [B, T, V] float32, the updated cache or None).
+    """
+    positions, mask = _positions_and_mask(cfg, tokens, positions, mask, cache)
+    B, T = tokens.shape
+    if cache is None:
+        key_valid = mask
+        causal = jnp.tril(jnp.ones((T, T), bool))
+        kv, index = None, jnp.zeros((), jnp.int32)
+    else:
+        key_valid = jax.lax.dynamic_update_slice(cache.mask, mask, (0, cache.index))
+        slots = jnp.arange(cache.max_length)
+        causal = slots[None, :] <= (cache.index + jnp.arange(T))[:, None]  # [T, S]
+        kv, index = (cache.k, cache.v), cache.index
+    allowed = key_valid[:, None, :] & causal[None]  # [B, T, S]
+
+    out, kv = Transformer(cfg).apply(
+        {"params": params}, tokens, positions, allowed, kv, index, return_hidden
+    )
+    if cache is not None:
+        cache = KVCache(k=kv[0], v=kv[1], mask=key_valid, index=cache.index + T)
+    return out, cache
+
+
+def _init_boxed(cfg: ModelConfig, rng: jax.Array):
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    positions = jnp.zeros((1, 1), jnp.int32)
+    allowed = jnp.ones((1, 1, 1), bool)
+    return Transformer(cfg).init(rng, tokens, positions, allowed, None, jnp.zeros((), jnp.int32))[
+        "params"
+    ]
+
+
+def init_params(cfg: ModelConfig, rng: jax.Array) -> Params:
+    """Random parameters (normal(0.02) weights, unit norms, zero biases)."""
+    return nn.meta.unbox(_init_boxed(cfg, rng))
+
+
+def param_shapes(cfg: ModelConfig) -> Params:
+    """`jax.ShapeDtypeStruct` of every parameter, without allocating."""
+    return jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
+
+
+def logical_axes(cfg: ModelConfig) -> Params:
+    """A pytree matching the params of `PartitionSpec`s of logical axis names."""
+    boxed = jax.eval_shape(lambda: _init_boxed(cfg, jax.random.key(0)))
+    return nn.get_partition_spec(boxed)
+
+
+def count_params(cfg: ModelConfig) -> int:
+    """Number of parameters, computed from shapes only."""
+    return sum(x.size for x in jax.tree.leaves(param_shapes(cfg)))
