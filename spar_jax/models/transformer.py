@@ -183,7 +183,7 @@ def apply(
       (logits [B, T, V] float32, the updated cache or None).
     """
     positions, mask = _positions_and_mask(cfg, tokens, positions, mask, cache)
-    B, T = tokens.shape
+    T = tokens.shape[1]
     if cache is None:
         key_valid = mask
         causal = jnp.tril(jnp.ones((T, T), bool))
