@@ -27,6 +27,11 @@ _REMAT_POLICIES = {
 }
 
 
+# Activation sharding names; they take effect under `sharding.context(mesh, rules)`
+# and are no-ops elsewhere.
+_ACT = ("batch", "length", "act_embed")
+
+
 @flax.struct.dataclass
 class KVCache:
     """Keys and values of every layer, written slot by slot.
@@ -84,7 +89,7 @@ class Block(nn.Module):
         h = MLP(cfg, name="mlp")(RMSNorm(cfg, name="pre_mlp_norm")(x))
         if cfg.post_norms:
             h = RMSNorm(cfg, name="post_mlp_norm")(h)
-        return x + h, kv
+        return nn.with_logical_constraint(x + h, _ACT), kv
 
 
 class Transformer(nn.Module):
@@ -104,6 +109,7 @@ class Transformer(nn.Module):
             cfg.weight_dtype,
         )
         x = jnp.take(embedding, tokens, axis=0).astype(cfg.compute_dtype)  # [B, T, D]
+        x = nn.with_logical_constraint(x, _ACT)
 
         block = Block
         if cfg.remat_policy != "none":
@@ -135,7 +141,7 @@ class Transformer(nn.Module):
         logits = jnp.einsum(
             "BTD,DV->BTV", x, head.astype(dt), preferred_element_type=jnp.float32
         )  # [B, T, V] float32
-        return logits, kv
+        return nn.with_logical_constraint(logits, ("batch", "length", "act_vocab")), kv
 
 
 def lm_head(cfg: ModelConfig, params: Params) -> jax.Array:
