@@ -177,7 +177,7 @@ def plan(
     notes = []
     if task == "sample":
         rules = sharding.SAMPLE_RULES
-        params = param_bytes(cfg, mesh_shape, rules, cfg.param_dtype)
+        params = param_bytes(cfg, mesh_shape, rules, cfg.compute_dtype)  # served in compute dtype
         data, fsdp, tensor = mesh_shape
         b = math.ceil(batch_size / (data * fsdp))
         S = cache_length or length
