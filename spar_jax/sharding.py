@@ -292,7 +292,13 @@ def initialize_distributed(
         cpu_collectives = env.get("JAX_PLATFORMS", "") == "cpu"
     if cpu_collectives:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    # Under SLURM, JAX's cluster detection would otherwise bind each process
+    # to the one GPU numbered SLURM_LOCALID; launch/slurm.sbatch sets this.
+    local = env.get("JAX_LOCAL_DEVICE_IDS")
+    local_ids = [int(i) for i in local.split(",")] if local else None
+    jax.distributed.initialize(
+        coordinator_address, num_processes, process_id, local_device_ids=local_ids
+    )
     log.info(
         "process %d of %d, %d global devices",
         jax.process_index(),
