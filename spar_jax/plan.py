@@ -144,8 +144,9 @@ def activation_bytes(
     layer = 2 * scores + b * T * ((2 * N + 2 * K) * H + 3 * F + 4 * D) * ab
     carry = b * T * D * ab
     if cfg.remat_policy == "none":
-        # Saved for the backward pass: also the masked scores before softmax.
-        stack = cfg.num_layers * (layer + scores) + scores
+        # Saved for the backward pass: also the masked scores and the softmax's
+        # exponentials (fitted to XLA's buffer assignment on the tiny config).
+        stack = cfg.num_layers * (layer + 2 * scores) + 2 * scores
     else:
         stack = cfg.num_layers * carry + layer + scores
     vocab = _local(cfg.vocab_size, tensor)
@@ -190,7 +191,8 @@ def plan(
     rules = sharding.TRAIN_RULES
     params = param_bytes(cfg, mesh_shape, rules, master_dtype)
     optimizer = 2 * params
-    gradients = params
+    # With accumulation the step holds the running sum and one micro-batch's gradients.
+    gradients = params * (2 if grad_accum_steps > 1 else 1)
     ref = 0
     if task == "dpo" and reference == "online":
         ref = param_bytes(cfg, mesh_shape, rules, cfg.compute_dtype)
