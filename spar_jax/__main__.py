@@ -13,6 +13,9 @@ COMMANDS = {
     "smoke": ("spar_jax.cli.smoke", "build a tiny model, run a forward pass and a cached decode"),
     "convert": ("spar_jax.cli.convert", "Hugging Face checkpoint <-> native orbax checkpoint"),
     "sample": ("spar_jax.sampling.cli", "sample completions for a JSONL file of prompts"),
+    "plan": ("spar_jax.plan", "per-device memory of a model, task and mesh; does it fit?"),
+    "train-dpo": ("spar_jax.training.cli_dpo", "DPO training (the actor's step of a round)"),
+    "train-sft": ("spar_jax.training.cli_sft", "SFT training (the refiner, initial SFT)"),
 }
 
 

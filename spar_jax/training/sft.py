@@ -1,0 +1,81 @@
+"""SFT trainer: the refiner each round (SPaR: lr 2e-6, constant schedule with warmup) and the
+initial SFT of both roles. The loss is the token-mean NLL of the trained assistant turns.
+
+    result = train_sft(config)   # config: configs/sft_demo.py's ConfigDict
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from spar_jax import models
+from spar_jax.training import common, data, loop
+from spar_jax.training.state import TrainState
+
+
+@dataclasses.dataclass
+class SFTResult:
+    loop: loop.LoopResult
+    exports: dict[str, str]
+    skipped: data.SkipReport
+
+
+def train_sft(config: Any, *, log: Callable[[str], None] = print) -> SFTResult:
+    """Runs (or resumes) an SFT run described by an experiment ``ConfigDict``."""
+    from spar_jax.tokenizer import Tokenizer
+
+    config = common.with_toy_data(config, "sft")
+    run = common.RunConfig.from_config(config)
+    tok = Tokenizer.load(run.tokenizer)
+    prepared = data.prepare_sft(
+        data.load_records(run.data),
+        tok,
+        max_length=run.max_length,
+        train_on=config.train_on,
+        max_prompt_length=run.max_prompt_length,
+        strict=run.strict,
+    )
+    log(f"sft data {run.data}: {prepared.report.summary()}")
+
+    base_cfg, params = common.load_model(
+        run.model, vocab_size=common.preset_vocab(tok.vocab_size, run.vocab_size), seed=run.seed
+    )
+    cfg = common.compute_config(base_cfg, run)
+    log(f"model {run.model}: {models.count_params(cfg):,} parameters, compute {cfg.dtype}")
+
+    per_epoch = data.num_batches(prepared, run.batch_size)
+    tx, _, train_step = common.train_step_for("sft", cfg, run, run.epochs * per_epoch)
+    state = TrainState.create(params, tx, seed=run.seed)
+    del params  # donated with the state
+    ckpt = common.make_checkpointer(run)
+    state, resumed = common.maybe_resume(state, ckpt, run)
+    if resumed is not None:
+        log(f"resumed from step {resumed} ({ckpt.directory})")
+
+    def source(epoch: int, start: int):
+        return data.batches(
+            prepared,
+            run.batch_size,
+            seed=run.seed,
+            epoch=epoch,
+            start=start,
+            shuffle=run.shuffle,
+            pad_to_multiple=run.pad_to_multiple,
+        )
+
+    try:
+        result = loop.run(
+            state,
+            train_step,
+            source,
+            common.loop_config(run, per_epoch, "sft"),
+            out_dir=run.out_dir,
+            checkpointer=ckpt,
+            meta={"kind": "sft", "model": run.model},
+        )
+    finally:
+        ckpt.close()
+    exports = common.export(base_cfg, result.state.params, run)
+    return SFTResult(loop=result, exports=exports, skipped=prepared.report)

@@ -1,0 +1,221 @@
+"""DPO trainer: invariants of the step, reference modes, accumulation, learning, schedules, CLI.
+
+Token-level toy batches (``training.toy``) keep these fast: a 1-layer model, 16-token rows.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from spar_jax import models
+from spar_jax.training import optim, steps, toy
+from spar_jax.training.state import TrainState
+
+V, T, B = 64, 16, 8  # every unit test uses [8, 16] batches: one shape, fewer compilations
+SGD = optax.sgd(0.5)  # update = -0.5 x gradient: comparing params compares gradients
+
+
+@functools.cache
+def small_model(seed: int = 0):
+    """A 1-layer LLaMA (about 20k parameters), built once per process."""
+    cfg = models.preset(
+        "tiny",
+        vocab_size=V,
+        hidden_size=32,
+        intermediate_size=64,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=1,
+        head_dim=16,
+    )
+    return cfg, toy.random_params(cfg, seed)
+
+
+def compiled(kind: str, accum_steps: int = 1):
+    return _compiled(kind, accum_steps)  # one cache key whether accum_steps is given or not
+
+
+@functools.cache
+def _compiled(kind: str, accum_steps: int):
+    """Jitted DPO steps (SGD, ftx 0.1) and the reference function, shared between tests."""
+    cfg, _ = small_model()
+    if kind == "reference":
+        fn = steps.make_reference_fn(cfg, chunk_size=24)
+        return jax.jit(fn, compiler_options=steps.FAST_COMPILE)
+    return steps.compile_step(
+        steps.make_dpo_step(cfg, SGD, ftx_weight=0.1, reference=kind, accum_steps=accum_steps),
+        compiler_options=steps.FAST_COMPILE,  # tests: compiling dominates, not running
+    )
+
+
+def copy(tree):
+    return jax.tree.map(jnp.copy, tree)
+
+
+def device_batch(batch):
+    return {k: v for k, v in batch.items() if k != "index"}
+
+
+def with_ref(batch, ref):
+    out = device_batch(batch)
+    out["reference_chosen_logps"], out["reference_rejected_logps"] = (np.asarray(r) for r in ref)
+    return out
+
+
+def assert_trees_close(a, b, rtol=1e-5, atol=1e-7):
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol), a, b)
+
+
+def full_logits_nll(cfg, params, tokens, mask, loss_mask):
+    """-log p of the loss_mask tokens per row and their counts, from the full [B, T, V] logits."""
+    logits = jax.jit(lambda p, t, m: models.apply(cfg, p, t, mask=m)[0])(params, tokens, mask)
+    logp = np.asarray(jax.nn.log_softmax(logits, axis=-1))
+    picked = np.take_along_axis(logp[:, :-1], tokens[:, 1:, None], axis=-1)[..., 0]
+    target = loss_mask[:, 1:]
+    return -(picked * target).sum(1), target.sum(1)
+
+
+def test_loss_is_log2_plus_ftx_when_policy_is_reference():
+    cfg, params = small_model()
+    batch = toy.dpo_token_batch(np.random.default_rng(0), B, T, V, padding_rows=2)
+    ref = compiled("reference")(params, device_batch(batch))
+    nll, n = full_logits_nll(
+        cfg, params, batch["chosen_tokens"], batch["chosen_mask"], batch["chosen_loss_mask"]
+    )
+    real = batch["weight"] > 0
+    # The vocabulary-chunked log-probs (chunk 24 of 64: a partial last chunk) are the
+    # full-logit ones.
+    np.testing.assert_allclose(-np.asarray(ref[0])[real], nll[real], rtol=1e-5)
+    expected_nll = float(np.mean(nll[real] / n[real]))
+
+    _, m = compiled("precompute")(TrainState.create(copy(params), SGD), with_ref(batch, ref))
+    assert float(m["loss/preference"]) == pytest.approx(math.log(2), rel=1e-6)
+    assert float(m["loss/nll"]) == pytest.approx(expected_nll, rel=1e-5)
+    assert float(m["loss"]) == pytest.approx(math.log(2) + 0.1 * expected_nll, rel=1e-5)
+    assert float(m["rewards/margins"]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_precomputed_reference_equals_online():
+    _, params = small_model()
+    rng = np.random.default_rng(1)
+    batches = [toy.dpo_token_batch(rng, B, T, V, padding_rows=i) for i in (0, 3)]
+    refs = [compiled("reference")(params, device_batch(b)) for b in batches]
+    s_on = TrainState.create(copy(params), SGD, ref_params=copy(params))
+    s_pre = TrainState.create(copy(params), SGD)
+    for batch, ref in zip(batches, refs, strict=True):
+        s_on, m_on = compiled("online")(s_on, device_batch(batch))
+        s_pre, m_pre = compiled("precompute")(s_pre, with_ref(batch, ref))
+    # After one update policy != reference: the second step's rewards are not trivial.
+    assert abs(float(m_on["rewards/margins"])) > 1e-5
+    for key in m_on:  # rewards are beta x differences of ~-50 log-probs: float32 rounding ~1e-7
+        np.testing.assert_allclose(m_pre[key], m_on[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert_trees_close(s_pre.params, s_on.params)
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    _, params = small_model()
+    batch = toy.dpo_token_batch(np.random.default_rng(2), B, T, V, padding_rows=3)
+    ref = compiled("reference")(params, device_batch(batch))
+    # Policy != reference (margins -0.03 (i - 3.5), none 0), so that the loss has a gradient and
+    # the accuracy is not decided by rounding.
+    ref = (ref[0] + 0.3 * (jnp.arange(B) - 3.5), ref[1])
+    one, m1 = compiled("precompute", 1)(TrainState.create(copy(params), SGD), with_ref(batch, ref))
+    four, m4 = compiled("precompute", 4)(TrainState.create(copy(params), SGD), with_ref(batch, ref))
+    assert float(m1["grad_norm"]) > 0
+    for key in m1:  # atol: rewards are differences of ~-50 log-probs
+        np.testing.assert_allclose(m4[key], m1[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert_trees_close(four.params, one.params)
+
+
+def test_dpo_learns_the_toy_preference_on_held_out_pairs():
+    _, params = small_model()
+    held_out = device_batch(toy.dpo_token_batch(np.random.default_rng(99), B, T, V))
+    ref_c, ref_r = compiled("reference")(params, held_out)
+
+    def margins(p):
+        c, r = compiled("reference")(p, held_out)
+        return np.asarray(0.1 * ((c - ref_c) - (r - ref_r)))
+
+    assert np.all(margins(params) == 0)
+    state = TrainState.create(copy(params), SGD)
+    rng = np.random.default_rng(3)
+    for _ in range(20):  # fresh pairs every step: only "good last token" generalises
+        batch = toy.dpo_token_batch(rng, B, T, V)
+        ref = compiled("reference")(params, device_batch(batch))
+        state, metrics = compiled("precompute")(state, with_ref(batch, ref))
+    after = margins(state.params)
+    assert after.mean() > 0.5, after
+    assert (after > 0).mean() == 1.0, after
+    assert float(metrics["rewards/accuracies"]) == 1.0
+
+
+@pytest.mark.parametrize(
+    "kind, expected",
+    [  # lr x the factor transformers.get_*_schedule_with_warmup(50 steps, 5 warmup) gives
+        ("linear", [0.0, 0.2, 1.0, 23 / 45, 1 / 45]),
+        ("constant", [0.0, 0.2, 1.0, 1.0, 1.0]),
+        (
+            "cosine",
+            [
+                0.0,
+                0.2,
+                1.0,
+                0.5 * (1 + math.cos(math.pi * 22 / 45)),
+                0.5 * (1 + math.cos(math.pi * 44 / 45)),
+            ],
+        ),
+    ],
+)
+def test_schedules_are_the_hf_trainers(kind, expected):
+    cfg = optim.OptimizerConfig(learning_rate=2e-7, schedule=kind, warmup_ratio=0.1)
+    assert cfg.num_warmup_steps(50) == 5  # ceil(0.1 x 50)
+    schedule = optim.make_schedule(cfg, 50)
+    got = [float(schedule(i)) for i in (0, 1, 5, 27, 49)]
+    np.testing.assert_allclose(got, [2e-7 * e for e in expected], rtol=1e-5, atol=1e-15)
+
+
+def test_weight_decay_skips_norms():
+    _, params = small_model()
+    mask = optim.decay_mask(params)
+    assert mask["layers"]["attn"]["q"] and mask["embedding"] and mask["lm_head"]
+    assert not mask["final_norm"]["scale"] and not mask["layers"]["pre_mlp_norm"]["scale"]
+
+
+def test_train_dpo_command(tmp_path, capsys):
+    from spar_jax.__main__ import main
+
+    out = tmp_path / "run"
+    argv = [
+        "train-dpo",
+        "--config",
+        os.path.join(os.path.dirname(__file__), "..", "configs", "dpo_demo.py"),
+        f"--config.out_dir={out}",
+        f"--config.toy_dir={tmp_path / 'toy'}",
+        "--config.max_steps=3",
+        "--config.pad_to_multiple=64",  # one batch shape: one compilation
+        "--config.progress=False",
+        "--config.export=('native',)",
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "64/64 records used, 0 skipped" in printed  # the data's skip report is shown
+    assert "3 steps" in printed
+    records = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    for key in ("loss", "rewards/margins", "rewards/accuracies", "lr", "grad_norm", "tokens_per_s"):
+        assert key in records[0]
+    assert (out / "loss.png").stat().st_size > 0
+    assert json.load(open(out / "eval.json"))["eval/pairs"] == 16
+    from spar_jax.models import native
+
+    cfg, params = native.load_native(str(out / "final_native"))
+    assert cfg.vocab_size % 64 == 0 and jax.tree.leaves(params)
