@@ -53,6 +53,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.compute_dtype = "float32"  # or bfloat16 (float32 master weights and optimizer)
     c.remat = "none"  # none | full | dots | dots_no_batch
     c.chunk_size = 4096  # vocabulary chunk of the log-softmax
+    c.mesh = (1, -1, 1)  # (data, fsdp, tensor) device mesh; -1 = the rest of the devices
+    c.sharding_rules = "train"  # spar_jax.sharding rule set, or (logical name, mesh axes) pairs
     c.fast_compile = True  # XLA opt level 0: compiles ~3x faster, runs slower (tiny demos)
 
     c.checkpoint_every = 0  # steps; 0 = only at the end

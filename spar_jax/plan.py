@@ -79,12 +79,17 @@ class MemoryPlan:
         ]
         mesh = dict(zip(sharding.AXES, self.mesh, strict=True))
         lines = [f"{self.task} on mesh {mesh}: per-device memory"]
-        lines += [f"  {name:<20} {n / GiB:10.2f} GiB" for name, n in rows]
+        lines += [f"  {name:<20} {size_str(n):>12}" for name, n in rows]
         lines += [f"  note: {n}" for n in self.notes]
         if device_bytes:
             verdict = "fits" if self.fits(device_bytes) else "DOES NOT FIT"
-            lines.append(f"  device memory {device_bytes / GiB:.1f} GiB (90% usable): {verdict}")
+            lines.append(f"  device memory {size_str(device_bytes)} (90% usable): {verdict}")
         return "\n".join(lines)
+
+
+def size_str(n: float) -> str:
+    """Bytes as GiB, or MiB below a tenth of a GiB (tiny configs)."""
+    return f"{n / GiB:.2f} GiB" if n >= GiB / 10 else f"{n / 1024**2:.2f} MiB"
 
 
 class _Sizes:

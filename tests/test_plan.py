@@ -109,3 +109,19 @@ def test_plan_command_refuses_what_does_not_fit(capsys):
 def test_plan_command_mesh_mismatch_names_both_numbers(capsys):
     assert main(["plan", "--preset", "tiny", "--mesh", "2,8,1", "--devices", "8"]) == 2
     assert "needs 16 devices, but 8 are available" in capsys.readouterr().out
+
+
+def test_trainer_refuses_a_run_that_cannot_fit(monkeypatch, tmp_path):
+    from spar_jax import configs
+    from spar_jax.training import placement, sft
+
+    monkeypatch.setattr(placement, "device_memory_bytes", lambda: 1024**2)  # a 1 MiB device
+    config = configs.load(
+        "configs/sft_demo.py",
+        [f"--config.out_dir={tmp_path}/run", f"--config.toy_dir={tmp_path}/toy"],
+    )
+    with pytest.raises(
+        MemoryError, match=r"(?s)does not fit: .*total +\d+\.\d+ MiB.*device memory 1.00 MiB"
+    ):
+        sft.train_sft(config, log=lambda _: None)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

@@ -145,7 +145,12 @@ def export_params(cfg: models.ModelConfig, params: Any, path: str, fmt: str = "n
         raise ValueError(f"export format {fmt!r}; use one of {EXPORT_FORMATS}")
     params = jax.tree.map(lambda x: x.astype(cfg.weight_dtype), params)
     if fmt == "native":
-        native.save_native(cfg, params, path)
+        native.save_native(cfg, params, path)  # orbax: every process writes its shards
     else:
-        models.save_hf(cfg, params, path)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            params = multihost_utils.process_allgather(params, tiled=True)
+        if jax.process_index() == 0:
+            models.save_hf(cfg, params, path)
     return path

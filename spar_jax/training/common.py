@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from spar_jax import models
 from spar_jax.training import checkpoint, optim, steps
 from spar_jax.training.loop import LoopConfig
+from spar_jax.training.placement import Placement
 from spar_jax.training.state import TrainState
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -53,6 +54,8 @@ class RunConfig:
     progress: bool
     fast_compile: bool  # XLA optimisation level 0: compiles ~3x faster, runs slower (demos)
     optimizer: optim.OptimizerConfig
+    mesh: tuple[int, ...] = (1, -1, 1)  # (data, fsdp, tensor) sizes; -1 = the rest of the devices
+    sharding_rules: Any = "train"  # rule-set name or (logical name, mesh axes) pairs
 
     def __post_init__(self):
         if self.compute_dtype not in COMPUTE_DTYPES:
@@ -102,6 +105,8 @@ class RunConfig:
             progress=config.progress,
             fast_compile=config.get("fast_compile", False),
             optimizer=optim.OptimizerConfig.from_dict(config.optimizer.to_dict()),
+            mesh=tuple(config.get("mesh", (1, -1, 1))),
+            sharding_rules=config.get("sharding_rules", "train"),
         )
 
 
@@ -212,15 +217,32 @@ def _frozen(value: Any) -> Any:
     return value
 
 
-def train_step_for(
-    kind: str, cfg: models.ModelConfig, run: RunConfig, total_steps: int, **options: Any
-) -> tuple[Any, Callable, Callable]:
-    """``(tx, schedule, compiled train_step)`` for ``kind`` "dpo" (``options``: the
-    ``make_dpo_step`` loss arguments) or "sft".
+def placement_for(run: RunConfig) -> Placement:
+    """The run's mesh (all global devices) and rules."""
+    return _placement(run.mesh, _frozen(run.sharding_rules))
 
-    Memoised on every argument, so a process that trains several times with the same model
-    and settings (rounds driven from Python, a killed run resumed in a notebook, tests)
-    compiles the step once.
+
+@functools.lru_cache(maxsize=4)
+def _placement(mesh, rules):
+    rules = rules if isinstance(rules, str) else tuple(rules)
+    return Placement.from_config(mesh, rules)
+
+
+def train_step_for(
+    kind: str,
+    cfg: models.ModelConfig,
+    run: RunConfig,
+    total_steps: int,
+    placement: Placement,
+    **options: Any,
+) -> tuple[Any, Callable, Callable, Any]:
+    """``(tx, schedule, compiled train_step, state shardings)`` for ``kind`` "dpo"
+    (``options``: the ``make_dpo_step`` loss arguments) or "sft".
+
+    The step is jitted with in/out shardings from ``placement`` (state by the parameter
+    rules, batch rows on the data-parallel axes). Memoised on every argument, so a process
+    that trains several times with the same model and settings (rounds driven from Python,
+    a killed run resumed in a notebook, tests) compiles the step once.
     """
     frozen = tuple(sorted((k, _frozen(v)) for k, v in options.items()))
     return _train_step(
@@ -231,12 +253,13 @@ def train_step_for(
         run.grad_accum_steps,
         run.chunk_size,
         run.fast_compile,
+        placement,
         frozen,
     )
 
 
 @functools.lru_cache(maxsize=8)
-def _train_step(kind, cfg, opt, total_steps, accum_steps, chunk_size, fast, frozen):
+def _train_step(kind, cfg, opt, total_steps, accum_steps, chunk_size, fast, placement, frozen):
     tx, schedule = optim.make_optimizer(opt, total_steps)
     options = {k: dict(v) if k == "loss_kwargs" else v for k, v in frozen}
     common = dict(schedule=schedule, accum_steps=accum_steps, chunk_size=chunk_size)
@@ -244,8 +267,19 @@ def _train_step(kind, cfg, opt, total_steps, accum_steps, chunk_size, fast, froz
         fn = steps.make_dpo_step(cfg, tx, **common, **options)
     else:
         fn = steps.make_sft_step(cfg, tx, **common, **options)
-    compiled = steps.compile_step(fn, compiler_options=steps.FAST_COMPILE if fast else None)
-    return tx, schedule, compiled
+    online = options.get("reference") == "online"
+    shapes = models.param_shapes(cfg.replace(param_dtype="float32"))
+    abstract = jax.eval_shape(
+        lambda p: TrainState.create(p, tx, ref_params=p if online else None), shapes
+    )
+    state_sharding = placement.state_sharding(cfg, tx, abstract)
+    compiled = steps.compile_step(
+        fn,
+        state_sharding,
+        placement.batch_sharding(),
+        compiler_options=steps.FAST_COMPILE if fast else None,
+    )
+    return tx, schedule, compiled, state_sharding
 
 
 @functools.lru_cache(maxsize=8)

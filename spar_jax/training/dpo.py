@@ -22,6 +22,7 @@ import numpy as np
 
 from spar_jax import models
 from spar_jax.training import common, data, loop
+from spar_jax.training.placement import check_fits
 from spar_jax.training.state import TrainState
 
 REFERENCE_FILE = "reference_logps.npy"
@@ -148,12 +149,15 @@ def train_dpo(config: Any, *, log: Callable[[str], None] = print) -> DPOResult:
     cfg = common.compute_config(base_cfg, run)
     log(f"model {run.model}: {models.count_params(cfg):,} parameters, compute {cfg.dtype}")
 
+    placement = common.placement_for(run)
+    check_fits(cfg, placement, task="dpo", run=run, reference=dpo.reference, log=log)
     per_epoch = data.num_batches(prepared, run.batch_size)
-    tx, _, train_step = common.train_step_for(
+    tx, _, train_step, state_sharding = common.train_step_for(
         "dpo",
         cfg,
         run,
         run.epochs * per_epoch,
+        placement,
         loss=dpo.loss,
         beta=dpo.beta,
         label_smoothing=dpo.label_smoothing,
@@ -177,8 +181,9 @@ def train_dpo(config: Any, *, log: Callable[[str], None] = print) -> DPOResult:
                 num_records=prep.report.total,
                 pad_to_multiple=run.pad_to_multiple,
             )
-            os.makedirs(run.out_dir, exist_ok=True)
-            np.save(path, table)
+            if jax.process_index() == 0:
+                os.makedirs(run.out_dir, exist_ok=True)
+                np.save(path, table)
         return table
 
     eval_prepared = None
@@ -199,6 +204,7 @@ def train_dpo(config: Any, *, log: Callable[[str], None] = print) -> DPOResult:
         ref_params = common.copy_tree(params)  # the state's params are donated; this is not
 
     state = TrainState.create(params, tx, seed=run.seed, ref_params=ref_params)
+    state = placement.place_state(state, state_sharding)
     ckpt = common.make_checkpointer(run)
     state, resumed = common.maybe_resume(state, ckpt, run)
     if resumed is not None:
@@ -213,19 +219,22 @@ def train_dpo(config: Any, *, log: Callable[[str], None] = print) -> DPOResult:
             start=start,
             shuffle=run.shuffle,
             pad_to_multiple=run.pad_to_multiple,
+            **placement.data_args(),
         )
 
+    prepare = prepare or loop.drop_index
     try:
-        result = loop.run(
-            state,
-            train_step,
-            source,
-            common.loop_config(run, per_epoch, "dpo"),
-            out_dir=run.out_dir,
-            checkpointer=ckpt,
-            prepare=prepare,
-            meta={"kind": "dpo", "model": run.model},
-        )
+        with placement.context():
+            result = loop.run(
+                state,
+                train_step,
+                source,
+                common.loop_config(run, per_epoch, "dpo"),
+                out_dir=run.out_dir,
+                checkpointer=ckpt,
+                prepare=lambda batch: placement.shard_batch(prepare(batch)),
+                meta={"kind": "dpo", "model": run.model},
+            )
     finally:
         ckpt.close()
     params = result.state.params
@@ -241,8 +250,9 @@ def train_dpo(config: Any, *, log: Callable[[str], None] = print) -> DPOResult:
             pad_to_multiple=run.pad_to_multiple,
         )
         evals = reward_metrics(policy, eval_reference, dpo.beta or 0.1)
-        with open(os.path.join(run.out_dir, "eval.json"), "w") as f:
-            json.dump(evals, f, indent=2)
+        if jax.process_index() == 0:
+            with open(os.path.join(run.out_dir, "eval.json"), "w") as f:
+                json.dump(evals, f, indent=2)
         log(f"held-out: {evals}")
     exports = common.export(base_cfg, params, run)
     return DPOResult(loop=result, eval=evals, exports=exports, skipped=prepared.report)

@@ -97,6 +97,11 @@ def _check_finite(step: int, epoch: int, index: int, batch: NumpyBatch, metrics,
     )
 
 
+def drop_index(batch: NumpyBatch) -> NumpyBatch:
+    """The batch without ``index``, which stays on the host for error messages."""
+    return {k: v for k, v in batch.items() if k != "index"}
+
+
 def run(
     state: TrainState,
     train_step: Callable[[TrainState, Any], tuple[TrainState, Mapping[str, Any]]],
@@ -127,7 +132,7 @@ def run(
       NonFiniteLossError: the loss or gradient norm of a step is nan/inf; that state is not
         saved, the last good checkpoint stays the latest.
     """
-    prepare = prepare or (lambda b: {k: v for k, v in b.items() if k != "index"})
+    prepare = prepare or drop_index
     count_tokens = count_tokens or _count_tokens
     state = state.committed()  # fresh and restored states then share one compilation
     start_step = int(state.step)
@@ -137,12 +142,15 @@ def run(
             f"the state is at batch {index0} of epoch {epoch0} but an epoch has "
             f"{cfg.batches_per_epoch} batches: the data or batch size changed since the checkpoint"
         )
+    # Only process 0 writes the log, the bar and the plot.
+    main = jax.process_index() == 0
     logger = MetricsLogger(
         out_dir,
         total_steps=cfg.total_steps,
         initial_step=start_step,
         desc=cfg.desc,
         progress=cfg.progress,
+        enabled=main,
     )
     step, last, saved = start_step, {}, None
     source: Iterator[NumpyBatch] | None = None
@@ -182,7 +190,7 @@ def run(
     finally:
         logger.close()
     plot = None
-    if os.path.getsize(logger.path):
+    if main and os.path.getsize(logger.path):
         plot = plot_loss(logger.path, os.path.join(out_dir, "loss.png"))
     return LoopResult(
         state=state,

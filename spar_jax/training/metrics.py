@@ -37,6 +37,7 @@ class MetricsLogger:
       initial_step: steps already done (a resumed run starts its bar there).
       desc: bar label.
       progress: show the bar (tqdm also hides it when stderr is not a terminal).
+      enabled: write anything at all (False on every process but 0).
     """
 
     def __init__(
@@ -47,18 +48,21 @@ class MetricsLogger:
         initial_step: int = 0,
         desc: str = "train",
         progress: bool = True,
+        enabled: bool = True,
     ):
         from tqdm.auto import tqdm
 
-        os.makedirs(out_dir, exist_ok=True)
         self.path = os.path.join(out_dir, METRICS_FILE)
-        self._file = open(self.path, "a", encoding="utf-8")
+        self._file = None
+        if enabled:  # in a multi-process run only process 0 writes
+            os.makedirs(out_dir, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")
         self._bar = tqdm(
             total=total_steps,
             initial=initial_step,
             desc=desc,
             unit="step",
-            disable=None if progress else True,
+            disable=None if progress and enabled else True,
             dynamic_ncols=True,
         )
         self._start = time.perf_counter()
@@ -87,8 +91,9 @@ class MetricsLogger:
         record["tokens_per_s"] = tokens / seconds if seconds > 0 else 0.0
         record["time"] = time.perf_counter() - self._start
         record.update(extra or {})
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        if self._file is not None:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
         postfix = {
             "loss": f"{float(metrics['loss']):.4f}",
             "tok/s": f"{record['tokens_per_s']:.0f}",
@@ -101,7 +106,8 @@ class MetricsLogger:
 
     def close(self) -> None:
         self._bar.close()
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
     def __enter__(self) -> MetricsLogger:
         return self

@@ -12,6 +12,7 @@ from typing import Any
 
 from spar_jax import models
 from spar_jax.training import common, data, loop
+from spar_jax.training.placement import check_fits
 from spar_jax.training.state import TrainState
 
 
@@ -45,9 +46,13 @@ def train_sft(config: Any, *, log: Callable[[str], None] = print) -> SFTResult:
     cfg = common.compute_config(base_cfg, run)
     log(f"model {run.model}: {models.count_params(cfg):,} parameters, compute {cfg.dtype}")
 
+    placement = common.placement_for(run)
+    check_fits(cfg, placement, task="sft", run=run, log=log)
     per_epoch = data.num_batches(prepared, run.batch_size)
-    tx, _, train_step = common.train_step_for("sft", cfg, run, run.epochs * per_epoch)
-    state = TrainState.create(params, tx, seed=run.seed)
+    tx, _, train_step, state_sharding = common.train_step_for(
+        "sft", cfg, run, run.epochs * per_epoch, placement
+    )
+    state = placement.place_state(TrainState.create(params, tx, seed=run.seed), state_sharding)
     del params  # donated with the state
     ckpt = common.make_checkpointer(run)
     state, resumed = common.maybe_resume(state, ckpt, run)
@@ -63,18 +68,21 @@ def train_sft(config: Any, *, log: Callable[[str], None] = print) -> SFTResult:
             start=start,
             shuffle=run.shuffle,
             pad_to_multiple=run.pad_to_multiple,
+            **placement.data_args(),
         )
 
     try:
-        result = loop.run(
-            state,
-            train_step,
-            source,
-            common.loop_config(run, per_epoch, "sft"),
-            out_dir=run.out_dir,
-            checkpointer=ckpt,
-            meta={"kind": "sft", "model": run.model},
-        )
+        with placement.context():
+            result = loop.run(
+                state,
+                train_step,
+                source,
+                common.loop_config(run, per_epoch, "sft"),
+                out_dir=run.out_dir,
+                checkpointer=ckpt,
+                prepare=lambda batch: placement.shard_batch(loop.drop_index(batch)),
+                meta={"kind": "sft", "model": run.model},
+            )
     finally:
         ckpt.close()
     exports = common.export(base_cfg, result.state.params, run)

@@ -1,0 +1,98 @@
+"""Where a training run's arrays live: the mesh, the rules, and the host <-> device moves.
+
+The trainers stay single-program: they build the state and batches as on one
+device, and `Placement` shards them over the mesh from the config (`mesh`,
+`sharding_rules`). One process or many: each process reads its own rows of
+every global batch (`data.batches(..., process_index, process_count)`) and
+`shard_batch` stitches them into global arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from spar_jax import plan as planner
+from spar_jax import sharding
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    mesh: Mesh
+    rules: sharding.Rules
+
+    @classmethod
+    def from_config(cls, mesh_shape, rules="train") -> Placement:
+        return cls(sharding.make_mesh(tuple(mesh_shape)), sharding.rules_from_config(rules))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.mesh.shape[a] for a in sharding.AXES)
+
+    @property
+    def data_parallel(self) -> int:
+        return sharding.data_parallel_size(self.mesh, self.rules)
+
+    def batch_sharding(self) -> NamedSharding:
+        """One sharding for every batch field: rows on the data-parallel axes."""
+        return NamedSharding(self.mesh, sharding.batch_spec(self.rules, 1))
+
+    def state_sharding(self, cfg, tx, state) -> Any:
+        return sharding.state_shardings(cfg, tx, state, self.mesh, self.rules)
+
+    def place_state(self, state, shardings) -> Any:
+        return jax.device_put(state, shardings)
+
+    def shard_batch(self, batch) -> dict[str, jax.Array]:
+        return sharding.shard_batch(batch, self.mesh, self.rules)
+
+    def replicated(self) -> NamedSharding:
+        return NamedSharding(self.mesh, PartitionSpec())
+
+    def context(self):
+        return sharding.context(self.mesh, self.rules)
+
+    def data_args(self) -> dict[str, int]:
+        """The `data.batches` arguments that give this process its rows."""
+        return dict(
+            data_parallel=self.data_parallel,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+
+
+def device_memory_bytes() -> int | None:
+    """Memory of one device when the backend reports it (GPU, TPU); None on CPU."""
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+    except (NotImplementedError, RuntimeError):
+        return None
+    return stats.get("bytes_limit")
+
+
+def check_fits(cfg, placement: Placement, *, task: str, run, reference="precompute", log=print):
+    """Refuses, before anything big is allocated, a run the planner says cannot fit."""
+    device = device_memory_bytes()
+    result = planner.plan(
+        cfg,
+        placement.shape,
+        task=task,
+        batch_size=run.batch_size,
+        length=run.max_length,
+        grad_accum_steps=run.grad_accum_steps,
+        chunk_size=run.chunk_size,
+        reference=reference,
+    )
+    if device is None:
+        return result
+    if not result.fits(device):
+        raise MemoryError(
+            f"this {task} run does not fit: {result.format(device)}\n"
+            "lower batch_size, raise grad_accum_steps, set remat=full, compute in bfloat16, "
+            "or use more devices (python -m spar_jax plan shows the numbers)"
+        )
+    log(f"memory plan: {planner.size_str(result.total)} of {planner.size_str(device)} per device")
+    return result
