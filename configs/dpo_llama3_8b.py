@@ -1,0 +1,43 @@
+"""SPaR actor DPO round for LLaMA-3-8B-Instruct (the paper's hyper-parameters).
+
+    python -m spar_jax train-dpo --config configs/dpo_llama3_8b.py \
+        --config.model=/ckpt/Meta-Llama-3-8B-Instruct --config.data=/data/round1_pairs.jsonl
+    python -m spar_jax plan --config configs/dpo_llama3_8b.py --preset llama3_8b --devices 8 --device h100
+
+lr 2e-7, 1 epoch, linear decay with 10% warmup, sigmoid DPO beta 0.1 plus 0.1 x length-
+normalised NLL of the chosen response, reference = the round's starting actor (precomputed).
+bfloat16 compute with float32 master weights, full remat, weights and optimizer sharded over
+all devices (fsdp). 64 pairs per step in 8 micro-batches.
+"""
+
+import os
+
+from spar_jax import configs
+
+
+def get_config():
+    c = configs.load(os.path.join(os.path.dirname(__file__), "dpo_demo.py"))
+    c.model = "/ckpt/Meta-Llama-3-8B-Instruct"  # HF checkpoint dir or native dir
+    c.tokenizer = ""  # the model dir
+    c.data = "/data/spar/round1/actor_pairs.jsonl"
+    c.eval_data = ""
+    c.toy_data = False
+    c.out_dir = "runs/spar_llama3_8b/round1/actor"
+    c.optimizer.learning_rate = 2e-7
+    c.optimizer.schedule = "linear"
+    c.optimizer.warmup_ratio = 0.1
+    c.loss.name = "sigmoid"
+    c.loss.beta = 0.1
+    c.loss.ftx_weight = 0.1
+    c.batch_size = 64
+    c.grad_accum_steps = 8
+    c.max_length = 2048
+    c.max_prompt_length = 1024
+    c.pad_to_multiple = 128
+    c.epochs = 1
+    c.compute_dtype = "bfloat16"
+    c.remat = "full"
+    c.mesh = (1, -1, 1)
+    c.checkpoint_every = 50
+    c.export = ("native", "hf")
+    return c
