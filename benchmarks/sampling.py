@@ -112,7 +112,8 @@ def prefill_runner(cfg, params, rows: int, length: int):
     mask = jnp.ones((rows, length), bool)
 
     def run():
-        return jax.block_until_ready(sampling.decode.prefill(cfg, params, tokens, mask))
+        cache = models.init_cache(cfg, rows, length)
+        return jax.block_until_ready(sampling.decode.prefill(cfg, params, tokens, mask, cache))
 
     run()
     return run

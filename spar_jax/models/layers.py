@@ -112,10 +112,17 @@ class Attention(nn.Module):
         self,
         x: jax.Array,  # [B, T, D]
         positions: jax.Array,  # [B, T]
-        allowed: jax.Array,  # [B, T, S] bool: query t may attend to key slot s
-        kv: tuple[jax.Array, jax.Array] | None,  # ([B, S, K, H], [B, S, K, H]) cache
-        cache_index: jax.Array | None,  # [] first cache slot written by these tokens
+        allowed: tuple[jax.Array, jax.Array | None],  # ([B, T, T] new keys, [B, T, S] cache)
+        kv: tuple[jax.Array, jax.Array] | None,  # ([B, S, K, H], [B, S, K, H]) cache, read only
+        cache_index: jax.Array | None,  # [] unused here: the caller writes the cache
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+        """Returns (output [B, T, D], this call's (k, v) [B, T, K, H] when decoding).
+
+        With a cache, the queries attend to the cached slots and to the new
+        tokens as two score blocks under one softmax; the layer never writes
+        the cache (one `dynamic_update_slice` after the layer scan does), so
+        a decode step does not copy the [B, S, K, H] cache per layer.
+        """
         cfg = self.cfg
         D, N, K, H = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         init = nn.initializers.normal(0.02)
@@ -139,22 +146,27 @@ class Attention(nn.Module):
         q = apply_rope(q, positions, cfg)
         k = apply_rope(k, positions, cfg)
 
-        if kv is not None:
-            k_cache, v_cache = kv
-            start = (0, cache_index, 0, 0)
-            k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), start)
-            v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), start)
-            kv = (k, v)
-            k, v = k.astype(dt), v.astype(dt)
-
         B, T = x.shape[:2]
+        allowed_new, allowed_cache = allowed  # [B, T, T], [B, T, S] or None
         q = q.reshape(B, T, K, cfg.num_groups, H)  # [B, T, K, G, H]
         scores = jnp.einsum("BTKGH,BSKH->BKGTS", q, k) * (H**-0.5)
-        # Masking and softmax in float32 for stability in bfloat16 runs.
-        scores = jnp.where(allowed[:, None, None], scores.astype(jnp.float32), _MASK_VALUE)
+        scores = jnp.where(allowed_new[:, None, None], scores.astype(jnp.float32), _MASK_VALUE)
+        if kv is not None:
+            k_cache, v_cache = kv
+            old = jnp.einsum("BTKGH,BSKH->BKGTS", q, k_cache.astype(dt)) * (H**-0.5)
+            old = jnp.where(allowed_cache[:, None, None], old.astype(jnp.float32), _MASK_VALUE)
+            scores = jnp.concatenate([old, scores], axis=-1)
         probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-        out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v).reshape(B, T, N, H)
-        return jnp.einsum("BTNH,NHD->BTD", out, w_o.astype(dt)), kv
+        if kv is not None:
+            S = k_cache.shape[1]
+            out = jnp.einsum("BKGTS,BSKH->BTKGH", probs[..., :S], v_cache.astype(dt))
+            out = out + jnp.einsum("BKGTS,BSKH->BTKGH", probs[..., S:], v)
+            new_kv = (k.astype(k_cache.dtype), v.astype(v_cache.dtype))
+        else:
+            out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v)
+            new_kv = None
+        out = out.reshape(B, T, N, H)
+        return jnp.einsum("BTNH,NHD->BTD", out, w_o.astype(dt)), new_kv
 
 
 class MLP(nn.Module):

@@ -190,29 +190,34 @@ def apply(
     """
     positions, mask = _positions_and_mask(cfg, tokens, positions, mask, cache)
     T = tokens.shape[1]
+    causal = jnp.tril(jnp.ones((T, T), bool))
+    allowed_new = mask[:, None, :] & causal[None]  # [B, T, T]
     if cache is None:
-        key_valid = mask
-        causal = jnp.tril(jnp.ones((T, T), bool))
-        kv, index = None, jnp.zeros((), jnp.int32)
+        allowed, kv, index = (allowed_new, None), None, jnp.zeros((), jnp.int32)
     else:
-        key_valid = jax.lax.dynamic_update_slice(cache.mask, mask, (0, cache.index))
         slots = jnp.arange(cache.max_length)
-        causal = slots[None, :] <= (cache.index + jnp.arange(T))[:, None]  # [T, S]
+        old = cache.mask & (slots < cache.index)[None]  # [B, S]
+        allowed = (allowed_new, jnp.broadcast_to(old[:, None, :], (old.shape[0], T, old.shape[1])))
         kv, index = (cache.k, cache.v), cache.index
-    allowed = key_valid[:, None, :] & causal[None]  # [B, T, S]
 
-    out, kv = Transformer(cfg).apply(
+    out, new_kv = Transformer(cfg).apply(
         {"params": params}, tokens, positions, allowed, kv, index, return_hidden
     )
     if cache is not None:
-        cache = KVCache(k=kv[0], v=kv[1], mask=key_valid, index=cache.index + T)
+        start = (0, 0, cache.index, 0, 0)
+        cache = KVCache(
+            k=jax.lax.dynamic_update_slice(cache.k, new_kv[0], start),
+            v=jax.lax.dynamic_update_slice(cache.v, new_kv[1], start),
+            mask=jax.lax.dynamic_update_slice(cache.mask, mask, (0, cache.index)),
+            index=cache.index + T,
+        )
     return out, cache
 
 
 def _init_boxed(cfg: ModelConfig, rng: jax.Array):
     tokens = jnp.zeros((1, 1), jnp.int32)
     positions = jnp.zeros((1, 1), jnp.int32)
-    allowed = jnp.ones((1, 1, 1), bool)
+    allowed = (jnp.ones((1, 1, 1), bool), None)
     return Transformer(cfg).init(rng, tokens, positions, allowed, None, jnp.zeros((), jnp.int32))[
         "params"
     ]
