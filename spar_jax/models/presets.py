@@ -141,6 +141,8 @@ PRESETS: dict[str, Callable[..., ModelConfig]] = {
     "tiny": tiny,
 }
 
+# LLaMA sizes and glm-4-9b-chat-hf are the published totals; GLM-4-9B-0414's is
+# computed from its published config.json (glm-4-9b-chat-hf plus 2 x 40 x 4096 norm weights).
 PUBLISHED_PARAMS = {
     "llama3_8b": 8_030_261_248,
     "llama3_70b": 70_553_706_496,
