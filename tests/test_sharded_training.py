@@ -45,7 +45,8 @@ def _sft_batch(vocab, seed=1):
     return {"tokens": t, "mask": m, "loss_mask": lm, "weight": np.ones(B, np.float32)}
 
 
-def dpo_setup():
+@pytest.fixture(scope="module")
+def setup():
     cfg = models.preset("tiny", vocab_size=96)
     params = models.init_params(cfg, jax.random.key(0))
     # Adam divides by sqrt(v): on a near-zero gradient, reduction-order noise of 1e-9 would
@@ -55,19 +56,14 @@ def dpo_setup():
     return cfg, params, tx, schedule
 
 
-@pytest.fixture(scope="module")
-def setup():
-    return dpo_setup()
-
-
 def _make_step(kind, cfg, tx, schedule):
     if kind == "dpo":
         return steps.make_dpo_step(cfg, tx, ftx_weight=0.1, schedule=schedule, accum_steps=2)
     return steps.make_sft_step(cfg, tx, schedule=schedule, accum_steps=2)
 
 
-def _run(kind, setup, mesh=None, local_rows=None):
-    """Two steps; `local_rows=(i, n)` feeds only process i's contiguous 1/n of the rows."""
+def _run(kind, setup, mesh=None):
+    """Two steps, on one device or sharded over `mesh`."""
     cfg, params, tx, schedule = setup
     batch = _dpo_batch(cfg.vocab_size) if kind == "dpo" else _sft_batch(cfg.vocab_size)
     state = TrainState.create(jax.tree.map(np.array, params), tx)
@@ -80,20 +76,11 @@ def _run(kind, setup, mesh=None, local_rows=None):
     state_sh = sharding.state_shardings(cfg, tx, state, mesh)
     batch_sh = sharding.batch_shardings(batch, mesh)
     state = jax.device_put(state, state_sh)
-    if local_rows is not None:
-        i, n = local_rows
-        batch = {k: v[i * B // n : (i + 1) * B // n] for k, v in batch.items()}
     with sharding.context(mesh, sharding.TRAIN_RULES):
         step = steps.compile_step(fn, state_sh, batch_sh, compiler_options=steps.FAST_COMPILE)
         for _ in range(2):
             state, metrics = step(state, sharding.shard_batch(batch, mesh))
     return state, metrics
-
-
-def run_dpo(cfg, params, tx, schedule, *, mesh=None, local_rows=None) -> list[float]:
-    """Loss and gradient norm of the second of two DPO steps (also run by the two-process test)."""
-    _, metrics = _run("dpo", (cfg, params, tx, schedule), mesh, local_rows)
-    return [float(metrics["loss"]), float(metrics["grad_norm"])]
 
 
 @pytest.fixture(scope="module", params=["dpo", "sft"])

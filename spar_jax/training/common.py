@@ -134,7 +134,7 @@ def load_model(spec: str, *, vocab_size: int, seed: int) -> tuple[models.ModelCo
     The params are committed to the first device, like the states the step returns.
     """
     cfg, params = _load_model(spec, vocab_size=vocab_size, seed=seed)
-    return cfg, jax.device_put(params, jax.devices()[0])
+    return cfg, jax.device_put(params, jax.local_devices()[0])
 
 
 def _load_model(spec: str, *, vocab_size: int, seed: int) -> tuple[models.ModelConfig, Any]:

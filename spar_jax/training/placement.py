@@ -13,6 +13,7 @@ import dataclasses
 from typing import Any
 
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from spar_jax import plan as planner
@@ -44,6 +45,12 @@ class Placement:
         return sharding.state_shardings(cfg, tx, state, self.mesh, self.rules)
 
     def place_state(self, state, shardings) -> Any:
+        """The state on the mesh. With several processes each one holds the same host values
+        (same checkpoint, same seed) and keeps only its shards."""
+        if jax.process_count() > 1:
+            # device_put cannot move an array committed to one local device onto devices of
+            # other processes; from host memory every process slices out its own part.
+            state = jax.tree.map(lambda x: np.asarray(x) if isinstance(x, jax.Array) else x, state)
         return jax.device_put(state, shardings)
 
     def shard_batch(self, batch) -> dict[str, jax.Array]:

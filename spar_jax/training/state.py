@@ -73,7 +73,7 @@ class TrainState:
         A fresh state is uncommitted while a restored or sharded one is committed; making both
         alike lets one compilation of the step serve both.
         """
-        device = jax.devices()[0]
+        device = jax.local_devices()[0]
 
         def commit(x):
             if isinstance(x, jax.Array) and not x.committed:
