@@ -208,7 +208,12 @@ def _expected_hf_shapes(m: WeightMap, shapes) -> tuple[tuple[int, ...], ...]:
 
 
 def load_hf(
-    path: str, dtype=jnp.float32, *, compute_dtype=None, **overrides: Any
+    path: str,
+    dtype=jnp.float32,
+    *,
+    compute_dtype=None,
+    shardings: Callable[[ModelConfig], Any] | None = None,
+    **overrides: Any,
 ) -> tuple[ModelConfig, Any]:
     """Reads a local Hugging Face checkpoint directory into (config, params).
 
@@ -217,6 +222,9 @@ def load_hf(
         model.safetensors.index.json).
       dtype: parameter dtype; every floating tensor is cast to it.
       compute_dtype: activation dtype (defaults to `dtype`).
+      shardings: `cfg -> pytree of jax.sharding.Sharding` (e.g. `sharding.param_shardings`
+        on a mesh): each tensor goes from host memory straight to its shards, so a model
+        larger than one device loads; default: the default device.
       **overrides: further `ModelConfig` fields (e.g. `remat_policy="full"`).
     Returns:
       (cfg, params) with params as device arrays.
@@ -228,6 +236,7 @@ def load_hf(
     )
     tensors = _index_tensors(path)
     shapes = param_shapes(cfg)
+    placement = shardings(cfg) if shardings is not None else None
     used: set[str] = set()
     params: dict = {}
     maps = weight_maps(cfg)
@@ -249,7 +258,8 @@ def load_hf(
                         buf[...] = value
                 bar.update()
             for p, buf in zip(m.jax_paths, bufs, strict=True):
-                _set(params, p, jax.device_put(buf))
+                target = _get(placement, p) if placement is not None else None
+                _set(params, p, jax.device_put(buf, target))
     unused = sorted(n for n in tensors if n not in used and not n.endswith(_IGNORED_SUFFIXES))
     if cfg.tie_embeddings and "lm_head.weight" in unused:
         unused.remove("lm_head.weight")  # some tied checkpoints store the copy

@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from spar_jax import models
+from spar_jax import models, sharding
 from spar_jax.training import checkpoint, optim, steps
 from spar_jax.training.loop import LoopConfig
 from spar_jax.training.placement import Placement
@@ -127,30 +127,33 @@ def with_toy_data(config: Any, kind: str) -> Any:
     return config
 
 
-def load_model(spec: str, *, vocab_size: int, seed: int) -> tuple[models.ModelConfig, Any]:
-    """``(cfg, float32 params)`` from a preset name, a native dir or a Hugging Face dir.
+def load_model(
+    spec: str, *, vocab_size: int, seed: int, placement: Placement
+) -> tuple[models.ModelConfig, Any]:
+    """``(cfg, float32 params)`` from a preset name, a native dir or a Hugging Face dir,
+    placed straight onto ``placement``'s mesh by the parameter rules (a model larger than
+    one device never has to fit on one).
 
     A preset starts from random weights (``seed``) with ``vocab_size`` tokens, for demos.
-    The params are committed to the first device, like the states the step returns.
     """
-    cfg, params = _load_model(spec, vocab_size=vocab_size, seed=seed)
-    return cfg, jax.device_put(params, jax.local_devices()[0])
 
+    def shardings(cfg):
+        return sharding.param_shardings(cfg, placement.mesh, placement.rules)
 
-def _load_model(spec: str, *, vocab_size: int, seed: int) -> tuple[models.ModelConfig, Any]:
     if spec in models.PRESETS:
         from spar_jax.training import toy
 
         cfg = models.preset(spec, **({"vocab_size": vocab_size} if vocab_size else {}))
-        return cfg, toy.random_params(cfg, seed)
+        return cfg, jax.device_put(toy.random_params(cfg, seed), shardings(cfg))
     if os.path.isfile(os.path.join(spec, "model_config.json")):
         from spar_jax.models import native
 
-        cfg, params = native.load_native(spec)
+        cfg = native.load_config(spec)
+        cfg, params = native.load_native(spec, shardings(cfg))
         params = jax.tree.map(lambda x: x.astype(jnp.float32), params)
         return cfg.replace(param_dtype="float32"), params
     if os.path.isdir(spec):
-        return models.load_hf(spec, dtype=jnp.float32)
+        return models.load_hf(spec, dtype=jnp.float32, shardings=shardings)
     raise FileNotFoundError(
         f"model {spec!r} is neither a preset ({', '.join(sorted(models.PRESETS))}) nor a "
         "checkpoint directory; set --config.model"
@@ -283,7 +286,26 @@ def _train_step(kind, cfg, opt, total_steps, accum_steps, chunk_size, fast, plac
 
 
 @functools.lru_cache(maxsize=8)
-def reference_fn_for(cfg: models.ModelConfig, chunk_size: int, fast: bool) -> Callable:
-    """The jitted ``steps.make_reference_fn`` (memoised like ``train_step_for``)."""
+def reference_fn_for(
+    cfg: models.ModelConfig, chunk_size: int, fast: bool, placement: Placement
+) -> Callable:
+    """``fn(params, numpy batch) -> (chosen [B], rejected [B])`` host arrays: the jitted
+    ``steps.make_reference_fn`` with params sharded by the rules, batch rows on the
+    data-parallel axes and replicated results (every process reads them all)."""
     options = steps.FAST_COMPILE if fast else None
-    return jax.jit(steps.make_reference_fn(cfg, chunk_size=chunk_size), compiler_options=options)
+    batch_sharding = placement.batch_sharding()
+    jitted = jax.jit(
+        steps.make_reference_fn(cfg, chunk_size=chunk_size),
+        in_shardings=(
+            sharding.param_shardings(cfg, placement.mesh, placement.rules),
+            batch_sharding,
+        ),
+        out_shardings=placement.replicated(),
+        compiler_options=options,
+    )
+
+    def reference(params: Any, batch: Any) -> Any:
+        # The same host batch on every process: each keeps its rows.
+        return jitted(params, jax.device_put(dict(batch), batch_sharding))
+
+    return reference

@@ -143,13 +143,16 @@ def train_dpo(config: Any, *, log: Callable[[str], None] = print) -> DPOResult:
     )
     log(f"dpo data {run.data}: {prepared.report.summary()}")
 
+    placement = common.placement_for(run)
     base_cfg, params = common.load_model(
-        run.model, vocab_size=common.preset_vocab(tok.vocab_size, run.vocab_size), seed=run.seed
+        run.model,
+        vocab_size=common.preset_vocab(tok.vocab_size, run.vocab_size),
+        seed=run.seed,
+        placement=placement,
     )
     cfg = common.compute_config(base_cfg, run)
     log(f"model {run.model}: {models.count_params(cfg):,} parameters, compute {cfg.dtype}")
 
-    placement = common.placement_for(run)
     check_fits(cfg, placement, task="dpo", run=run, reference=dpo.reference, log=log)
     per_epoch = data.num_batches(prepared, run.batch_size)
     tx, _, train_step, state_sharding = common.train_step_for(
@@ -167,7 +170,7 @@ def train_dpo(config: Any, *, log: Callable[[str], None] = print) -> DPOResult:
         reference=dpo.reference,
     )
     micro = run.batch_size // run.grad_accum_steps
-    ref_fn = common.reference_fn_for(cfg, run.chunk_size, run.fast_compile)
+    ref_fn = common.reference_fn_for(cfg, run.chunk_size, run.fast_compile, placement)
 
     def table_for(prep: data.Prepared, name: str) -> np.ndarray:
         path = os.path.join(run.out_dir, name)

@@ -50,7 +50,11 @@ class Placement:
         if jax.process_count() > 1:
             # device_put cannot move an array committed to one local device onto devices of
             # other processes; from host memory every process slices out its own part.
-            state = jax.tree.map(lambda x: np.asarray(x) if isinstance(x, jax.Array) else x, state)
+            def host(x):
+                local = isinstance(x, jax.Array) and x.is_fully_addressable
+                return np.asarray(x) if local else x
+
+            state = jax.tree.map(host, state)
         return jax.device_put(state, shardings)
 
     def shard_batch(self, batch) -> dict[str, jax.Array]:

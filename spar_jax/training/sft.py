@@ -40,13 +40,16 @@ def train_sft(config: Any, *, log: Callable[[str], None] = print) -> SFTResult:
     )
     log(f"sft data {run.data}: {prepared.report.summary()}")
 
+    placement = common.placement_for(run)
     base_cfg, params = common.load_model(
-        run.model, vocab_size=common.preset_vocab(tok.vocab_size, run.vocab_size), seed=run.seed
+        run.model,
+        vocab_size=common.preset_vocab(tok.vocab_size, run.vocab_size),
+        seed=run.seed,
+        placement=placement,
     )
     cfg = common.compute_config(base_cfg, run)
     log(f"model {run.model}: {models.count_params(cfg):,} parameters, compute {cfg.dtype}")
 
-    placement = common.placement_for(run)
     check_fits(cfg, placement, task="sft", run=run, log=log)
     per_epoch = data.num_batches(prepared, run.batch_size)
     tx, _, train_step, state_sharding = common.train_step_for(
