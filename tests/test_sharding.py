@@ -98,3 +98,18 @@ def test_rules_from_config():
         sharding.rules_from_config([("embed", "model")])
     with pytest.raises(sharding.ShardingError, match="unknown rule set"):
         sharding.rules_from_config("inference")
+
+
+def test_load_hf_places_each_tensor_on_its_shards(tmp_path):
+    from tests.hf_models import save_tiny
+
+    _, path = save_tiny(tmp_path / "hf", "llama")
+    mesh = sharding.make_mesh((1, 4, 2))
+    _, params = models.load_hf(path, shardings=lambda c: sharding.param_shardings(c, mesh))
+    _, plain = models.load_hf(path)
+    gate = params["layers"]["mlp"]["gate"]  # [L, D, F] = [2, 64, 96]: embed on fsdp, mlp on tensor
+    assert gate.sharding.spec == P(None, "fsdp", "tensor")
+    assert gate.addressable_shards[0].data.shape == (2, 16, 48)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), params, plain
+    )
