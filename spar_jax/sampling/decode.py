@@ -19,6 +19,7 @@ import collections
 import functools
 import logging
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -63,6 +64,7 @@ def prefill(
     P, T = tokens.shape
     _note_compile("prefill", f"{P} prompts x {T} tokens")
     hidden, cache = models.apply(cfg, params, tokens, mask=mask, cache=cache, return_hidden=True)
+    cache = _constrain(cache)
     dt = cfg.compute_dtype
     head = models.lm_head(cfg, params).astype(dt)  # [D, V]
     logits = jnp.einsum(
@@ -95,6 +97,19 @@ class DecodeState:
     stopped: jax.Array  # [B] bool row ended on a stop token
     done: jax.Array  # [B] bool row needs no more tokens
     step: jax.Array  # [] int32 tokens drawn so far per row
+
+
+_KV_AXES = ("layers", "batch", "cache_length", "kv_heads", "head_dim")
+
+
+def _constrain(cache: KVCache) -> KVCache:
+    """Shards the cache by its logical axes under `sharding.context(mesh, rules)`
+    (rows on the data axes, KV heads on tensor); a no-op elsewhere."""
+    return cache.replace(
+        k=nn.with_logical_constraint(cache.k, _KV_AXES),
+        v=nn.with_logical_constraint(cache.v, _KV_AXES),
+        mask=nn.with_logical_constraint(cache.mask, ("batch", "cache_length")),
+    )
 
 
 def _grow(x: jax.Array, n: int, extra: int) -> jax.Array:
@@ -162,11 +177,13 @@ def decode(
     M = max_new_bucket
     _note_compile("decode", f"{P} prompts x {n} samples, {T} prompt + {M} new tokens")
     B = P * n
-    full = KVCache(
-        k=_grow(cache.k, n, M),  # [L, B, T + M, K, H]
-        v=_grow(cache.v, n, M),
-        mask=_grow(cache.mask[None], n, M)[0],  # [B, T + M]
-        index=cache.index,
+    full = _constrain(
+        KVCache(
+            k=_grow(cache.k, n, M),  # [L, B, T + M, K, H]
+            v=_grow(cache.v, n, M),
+            mask=_grow(cache.mask[None], n, M)[0],  # [B, T + M]
+            index=cache.index,
+        )
     )
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, rows.row_ids)  # [B]
     state = DecodeState(
@@ -190,7 +207,7 @@ def decode(
         # for compiling the draw once).
         s, tok = _take(s, keys, rows, stop_ids)
         out, cache = models.apply(cfg, params, tok[:, None], cache=s.cache)  # [B, 1, V]
-        return s.replace(cache=cache, logits=out[:, 0])
+        return s.replace(cache=_constrain(cache), logits=out[:, 0])
 
     s = jax.lax.while_loop(cond, body, state)
     return s.tokens, s.logprobs, s.lengths, s.stopped
