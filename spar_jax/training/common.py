@@ -309,3 +309,42 @@ def reference_fn_for(
         return jitted(params, jax.device_put(dict(batch), batch_sharding))
 
     return reference
+
+
+def load_placed_model(
+    run: RunConfig, tokenizer_vocab: int, *, task: str, reference: str = "precompute", log=print
+) -> tuple[models.ModelConfig, models.ModelConfig, Any, Placement]:
+    """``(base cfg, compute cfg, params on the mesh, placement)``, after the memory plan
+    says the run fits (``placement.check_fits``)."""
+    from spar_jax.training.placement import check_fits
+
+    placement = placement_for(run)
+    base_cfg, params = load_model(
+        run.model,
+        vocab_size=preset_vocab(tokenizer_vocab, run.vocab_size),
+        seed=run.seed,
+        placement=placement,
+    )
+    cfg = compute_config(base_cfg, run)
+    log(f"model {run.model}: {models.count_params(cfg):,} parameters, compute {cfg.dtype}")
+    check_fits(cfg, placement, task=task, run=run, reference=reference, log=log)
+    return base_cfg, cfg, params, placement
+
+
+def batch_source(prepared: Any, run: RunConfig, placement: Placement) -> Callable:
+    """``(epoch, start) -> iterator`` of this process's rows of each global batch."""
+    from spar_jax.training import data
+
+    def source(epoch: int, start: int):
+        return data.batches(
+            prepared,
+            run.batch_size,
+            seed=run.seed,
+            epoch=epoch,
+            start=start,
+            shuffle=run.shuffle,
+            pad_to_multiple=run.pad_to_multiple,
+            **placement.data_args(),
+        )
+
+    return source

@@ -10,9 +10,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from spar_jax import models
 from spar_jax.training import common, data, loop
-from spar_jax.training.placement import check_fits
 from spar_jax.training.state import TrainState
 
 
@@ -40,17 +38,9 @@ def train_sft(config: Any, *, log: Callable[[str], None] = print) -> SFTResult:
     )
     log(f"sft data {run.data}: {prepared.report.summary()}")
 
-    placement = common.placement_for(run)
-    base_cfg, params = common.load_model(
-        run.model,
-        vocab_size=common.preset_vocab(tok.vocab_size, run.vocab_size),
-        seed=run.seed,
-        placement=placement,
+    base_cfg, cfg, params, placement = common.load_placed_model(
+        run, tok.vocab_size, task="sft", log=log
     )
-    cfg = common.compute_config(base_cfg, run)
-    log(f"model {run.model}: {models.count_params(cfg):,} parameters, compute {cfg.dtype}")
-
-    check_fits(cfg, placement, task="sft", run=run, log=log)
     per_epoch = data.num_batches(prepared, run.batch_size)
     tx, _, train_step, state_sharding = common.train_step_for(
         "sft", cfg, run, run.epochs * per_epoch, placement
@@ -62,17 +52,7 @@ def train_sft(config: Any, *, log: Callable[[str], None] = print) -> SFTResult:
     if resumed is not None:
         log(f"resumed from step {resumed} ({ckpt.directory})")
 
-    def source(epoch: int, start: int):
-        return data.batches(
-            prepared,
-            run.batch_size,
-            seed=run.seed,
-            epoch=epoch,
-            start=start,
-            shuffle=run.shuffle,
-            pad_to_multiple=run.pad_to_multiple,
-            **placement.data_args(),
-        )
+    source = common.batch_source(prepared, run, placement)
 
     try:
         with placement.context():
