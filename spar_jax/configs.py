@@ -84,3 +84,18 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     overrides = [a for a in argv if a.startswith(_PREFIX)]
     rest = [a for a in argv if not a.startswith(_PREFIX)]
     return rest, overrides
+
+
+def from_argv(argv: list[str], example: str) -> ml_collections.ConfigDict:
+    """The config named by `--config PATH` (or `--config=PATH`) with the `--config.k=v`
+    overrides in `argv` applied; `example` is the file to suggest when it is missing."""
+    rest, overrides = split_argv(argv)
+    path = None
+    for i, arg in enumerate(rest):
+        if arg == "--config" and i + 1 < len(rest):
+            path = rest[i + 1]
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+    if path is None:
+        raise ConfigError(f"pass --config {example}")
+    return load(path, overrides)

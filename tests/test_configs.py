@@ -67,3 +67,11 @@ def test_missing_file_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))))
 def test_every_shipped_config_builds(path):
     assert configs.load(path) is not None
+
+
+def test_from_argv_reads_path_and_overrides(config_file):
+    c = configs.from_argv(["--config", config_file, "--config.train.steps=4"], "configs/x.py")
+    assert c.train.steps == 4
+    assert configs.from_argv([f"--config={config_file}"], "configs/x.py").model == "tiny"
+    with pytest.raises(configs.ConfigError, match=r"pass --config configs/x\.py"):
+        configs.from_argv(["--config.train.steps=4"], "configs/x.py")

@@ -72,28 +72,14 @@ def read_prompts(path: str, strict: bool = False) -> tuple[list[PromptRow], list
     return rows, problems
 
 
-def _config_path(rest: list[str]) -> str | None:
-    for i, arg in enumerate(rest):
-        if arg == "--config" and i + 1 < len(rest):
-            return rest[i + 1]
-        if arg.startswith("--config="):
-            return arg.split("=", 1)[1]
-    return None
-
-
 def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0
     from spar_jax import configs
 
-    rest, overrides = configs.split_argv(argv)
-    path = _config_path(rest)
-    if path is None:
-        print("sample: error: pass --config configs/sample.py", file=sys.stderr)
-        return 2
     try:
-        config = configs.load(path, overrides)
+        config = configs.from_argv(argv, "configs/sample.py")
     except configs.ConfigError as e:
         print(f"sample: error: {e}", file=sys.stderr)
         return 2

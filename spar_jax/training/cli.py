@@ -14,15 +14,6 @@ from __future__ import annotations
 import sys
 
 
-def _config_path(rest: list[str]) -> str | None:
-    for i, arg in enumerate(rest):
-        if arg == "--config" and i + 1 < len(rest):
-            return rest[i + 1]
-        if arg.startswith("--config="):
-            return arg.split("=", 1)[1]
-    return None
-
-
 def run_command(kind: str, argv: list[str]) -> int:
     """Parses `--config` and overrides, then runs `train_dpo` / `train_sft`; the exit status."""
     prog = f"train-{kind}"
@@ -31,13 +22,8 @@ def run_command(kind: str, argv: list[str]) -> int:
         return 0
     from spar_jax import configs
 
-    rest, overrides = configs.split_argv(argv)
-    path = _config_path(rest)
-    if path is None:
-        print(f"{prog}: error: pass --config configs/{kind}_demo.py", file=sys.stderr)
-        return 2
     try:
-        config = configs.load(path, overrides)
+        config = configs.from_argv(argv, f"configs/{kind}_demo.py")
     except configs.ConfigError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
@@ -54,6 +40,7 @@ def run_command(kind: str, argv: list[str]) -> int:
         tokenizer.TokenizerLoadError,
         tokenizer.FamilyError,
         loop.NonFiniteLossError,
+        MemoryError,  # the memory plan refused the run
     )
     try:
         if kind == "dpo":
