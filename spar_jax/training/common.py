@@ -348,3 +348,44 @@ def batch_source(prepared: Any, run: RunConfig, placement: Placement) -> Callabl
         )
 
     return source
+
+
+def run_training(
+    state: TrainState,
+    train_step: Callable,
+    prepared: Any,
+    run: RunConfig,
+    placement: Placement,
+    *,
+    kind: str,
+    per_epoch: int,
+    prepare: Callable | None = None,
+    log: Callable[[str], None] = print,
+) -> Any:
+    """Resumes from ``out_dir/checkpoints`` when asked, then runs ``loop.run`` on the mesh with
+    this process's rows of each batch; returns the ``loop.LoopResult``.
+
+    ``prepare`` turns a host batch into the step's input before it is sharded (default: drop
+    ``index``).
+    """
+    from spar_jax.training import loop
+
+    ckpt = make_checkpointer(run)
+    state, resumed = maybe_resume(state, ckpt, run)
+    if resumed is not None:
+        log(f"resumed from step {resumed} ({ckpt.directory})")
+    prepare = prepare or loop.drop_index
+    try:
+        with placement.context():
+            return loop.run(
+                state,
+                train_step,
+                batch_source(prepared, run, placement),
+                loop_config(run, per_epoch, kind),
+                out_dir=run.out_dir,
+                checkpointer=ckpt,
+                prepare=lambda batch: placement.shard_batch(prepare(batch)),
+                meta={"kind": kind, "model": run.model},
+            )
+    finally:
+        ckpt.close()

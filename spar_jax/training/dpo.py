@@ -198,28 +198,17 @@ def train_dpo(config: Any, *, log: Callable[[str], None] = print) -> DPOResult:
 
     state = TrainState.create(params, tx, seed=run.seed, ref_params=ref_params)
     state = placement.place_state(state, state_sharding)
-    ckpt = common.make_checkpointer(run)
-    state, resumed = common.maybe_resume(state, ckpt, run)
-    if resumed is not None:
-        log(f"resumed from step {resumed} ({ckpt.directory})")
-
-    source = common.batch_source(prepared, run, placement)
-
-    prepare = prepare or loop.drop_index
-    try:
-        with placement.context():
-            result = loop.run(
-                state,
-                train_step,
-                source,
-                common.loop_config(run, per_epoch, "dpo"),
-                out_dir=run.out_dir,
-                checkpointer=ckpt,
-                prepare=lambda batch: placement.shard_batch(prepare(batch)),
-                meta={"kind": "dpo", "model": run.model},
-            )
-    finally:
-        ckpt.close()
+    result = common.run_training(
+        state,
+        train_step,
+        prepared,
+        run,
+        placement,
+        kind="dpo",
+        per_epoch=per_epoch,
+        prepare=prepare,
+        log=log,
+    )
     params = result.state.params
 
     evals: dict[str, float] = {}

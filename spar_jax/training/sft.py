@@ -47,26 +47,8 @@ def train_sft(config: Any, *, log: Callable[[str], None] = print) -> SFTResult:
     )
     state = placement.place_state(TrainState.create(params, tx, seed=run.seed), state_sharding)
     del params  # donated with the state
-    ckpt = common.make_checkpointer(run)
-    state, resumed = common.maybe_resume(state, ckpt, run)
-    if resumed is not None:
-        log(f"resumed from step {resumed} ({ckpt.directory})")
-
-    source = common.batch_source(prepared, run, placement)
-
-    try:
-        with placement.context():
-            result = loop.run(
-                state,
-                train_step,
-                source,
-                common.loop_config(run, per_epoch, "sft"),
-                out_dir=run.out_dir,
-                checkpointer=ckpt,
-                prepare=lambda batch: placement.shard_batch(loop.drop_index(batch)),
-                meta={"kind": "sft", "model": run.model},
-            )
-    finally:
-        ckpt.close()
+    result = common.run_training(
+        state, train_step, prepared, run, placement, kind="sft", per_epoch=per_epoch, log=log
+    )
     exports = common.export(base_cfg, result.state.params, run)
     return SFTResult(loop=result, exports=exports, skipped=prepared.report)
