@@ -267,21 +267,6 @@ def shard_batch(
     return out
 
 
-def cache_shardings(mesh: Mesh, rules: Rules = SAMPLE_RULES, cfg=None, batch: int | None = None):
-    """NamedShardings for a `models.KVCache` (k/v [L, B, S, K, H], mask [B, S], index [])."""
-    from spar_jax.models import KVCache
-
-    kv_spec = PartitionSpec("layers", "batch", "cache_length", "kv_heads", "head_dim")
-    kv_shape = None
-    if cfg is not None and batch is not None:
-        kv_shape = (cfg.num_layers, batch, 1, cfg.num_kv_heads, cfg.head_dim)
-    kv = NamedSharding(
-        mesh, logical_to_mesh(kv_spec, rules, kv_shape, mesh if kv_shape else None, "kv cache")
-    )
-    mask = NamedSharding(mesh, logical_to_mesh(PartitionSpec("batch", "cache_length"), rules))
-    return KVCache(k=kv, v=kv, mask=mask, index=NamedSharding(mesh, PartitionSpec()))
-
-
 # ---------------------------------------------------------------------------
 # Multi-host
 
@@ -332,8 +317,3 @@ def initialize_distributed(
         jax.device_count(),
     )
     return True
-
-
-def is_main_process() -> bool:
-    """Only process 0 writes logs and data files."""
-    return jax.process_index() == 0
