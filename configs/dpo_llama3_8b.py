@@ -37,6 +37,7 @@ def get_config():
     c.epochs = 1
     c.compute_dtype = "bfloat16"
     c.remat = "full"
+    c.attention = "auto"  # auto (cuDNN flash on GPU in 16-bit, else xla) | xla | cudnn
     c.mesh = (1, -1, 1)
     c.checkpoint_every = 50
     c.export = ("native", "hf")

@@ -42,6 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.max_steps = 0  # stop early at this step (the schedule keeps its full length); 0 = off
     c.compute_dtype = "float32"  # or bfloat16 (float32 master weights and optimizer)
     c.remat = "none"
+    c.attention = "auto"  # auto (cuDNN flash on GPU in 16-bit, else xla) | xla | cudnn
     c.chunk_size = 4096
     c.mesh = (1, -1, 1)  # (data, fsdp, tensor) device mesh; -1 = the rest of the devices
     c.sharding_rules = "train"  # spar_jax.sharding rule set, or (logical name, mesh axes) pairs

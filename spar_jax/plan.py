@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
 from spar_jax import sharding
-from spar_jax.models import ModelConfig, logical_axes, param_shapes
+from spar_jax.models import ModelConfig, attention_impl, logical_axes, param_shapes
 
 GiB = 1024**3
 
@@ -126,6 +126,14 @@ def _local(n: int, size: int) -> int:
     return n // size if n % size == 0 else n
 
 
+def _fused_attention(cfg: ModelConfig) -> bool:
+    """Whether training attention runs fused (cuDNN) on this backend; see `models.attention_impl`."""
+    try:
+        return attention_impl(cfg, cached=False) == "cudnn"
+    except ValueError:  # attention="cudnn" planned from a machine without a GPU
+        return True
+
+
 def activation_bytes(
     cfg: ModelConfig, mesh_shape, *, rows: int, length: int, chunk_size: int | None
 ) -> int:
@@ -143,10 +151,16 @@ def activation_bytes(
     T, D, F, H = length, cfg.hidden_size, _local(cfg.intermediate_size, tensor), cfg.head_dim
     N, K = _local(cfg.num_heads, tensor), _local(cfg.num_kv_heads, tensor)
     ab = cfg.compute_dtype.itemsize
-    scores = b * N * T * T * 4  # float32 attention scores for one layer
-    # One layer's saved intermediates: scores and probabilities, q/k/v/out,
-    # gate/up/activation, and the normed inputs.
-    layer = 2 * scores + b * T * ((2 * N + 2 * K) * H + 3 * F + 4 * D) * ab
+    if _fused_attention(cfg):
+        # Flash attention keeps only a float32 log-sum-exp per query row; the T x T scores
+        # never reach memory.
+        scores = b * N * T * 4
+        layer = scores + b * T * ((2 * N + 2 * K) * H + 3 * F + 4 * D) * ab
+    else:
+        scores = b * N * T * T * 4  # float32 attention scores for one layer
+        # One layer's saved intermediates: scores and probabilities, q/k/v/out,
+        # gate/up/activation, and the normed inputs.
+        layer = 2 * scores + b * T * ((2 * N + 2 * K) * H + 3 * F + 4 * D) * ab
     carry = b * T * D * ab
     if cfg.remat_policy == "none":
         # Saved for the backward pass: also the masked scores and the softmax's
@@ -247,7 +261,7 @@ def main(argv: list[str]) -> int:
         return 2
     remat = args.remat or get("remat", "none")
     dtype = args.dtype or get("compute_dtype", "float32")
-    cfg = models.preset(preset, remat_policy=remat, dtype=dtype)
+    cfg = models.preset(preset, remat_policy=remat, dtype=dtype, attention=get("attention", "auto"))
     task = args.task or get("task", "dpo")
     mesh_arg = args.mesh or ",".join(str(x) for x in get("mesh", (1, -1, 1)))
     devices = args.devices or jax.device_count()

@@ -157,6 +157,58 @@ def test_remat_policies_give_same_logits_and_grads():
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grad, base_grad)
 
 
+def test_causal_only_attention_matches_masked_attention_on_right_padding(checkpoint):
+    """`xla_causal` (the contract of the cuDNN path) equals the masked einsum at real tokens,
+    for logits and for the gradient of a loss that reads real positions only."""
+    _, _, cfg, params = checkpoint
+    tokens = jnp.asarray(_batch(seed=5))
+    mask = jnp.asarray(_mask(3, 11, [0, 2, 5], "right"))
+    fused = cfg.replace(attention="xla_causal")
+    assert models.attention_impl(fused, cached=False) == "xla_causal"
+    assert models.attention_impl(fused, cached=True) == "xla"
+
+    def loss(p, c):
+        logits, _ = models.apply(c, p, tokens, mask=mask)
+        return jnp.sum(jnp.where(mask[..., None], jax.nn.log_softmax(logits), 0.0)), logits
+
+    (ref_loss, ref), ref_grad = jax.value_and_grad(loss, has_aux=True)(params, cfg)
+    (got_loss, got), got_grad = jax.value_and_grad(loss, has_aux=True)(params, fused)
+    np.testing.assert_allclose(np.asarray(got)[np.asarray(mask)], np.asarray(ref)[mask], atol=TOL)
+    np.testing.assert_allclose(got_loss, ref_loss, rtol=1e-5)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), got_grad, ref_grad
+    )
+
+
+def test_causal_only_attention_poisons_left_padded_batches():
+    cfg = presets.tiny(vocab_size=97, attention="xla_causal")
+    params = models.init_params(cfg, jax.random.key(0))
+    tokens = jnp.asarray(_batch(vocab=97, length=8))
+    left = jnp.asarray(_mask(3, 8, [0, 2, 0], "left"))
+    logits, _ = models.apply(cfg, params, tokens, mask=left)
+    assert bool(jnp.all(jnp.isnan(logits)))
+    logits, _ = models.apply(cfg, params, tokens, mask=jnp.asarray(_mask(3, 8, [0, 2, 0], "right")))
+    assert bool(jnp.all(jnp.isfinite(logits)))
+
+
+def test_attention_choice_and_errors():
+    cfg = presets.tiny(vocab_size=97)
+    assert cfg.attention == "auto"
+    assert models.attention_impl(cfg.replace(dtype="bfloat16"), cached=False) == (
+        "cudnn" if jax.default_backend() == "gpu" else "xla"
+    )
+    assert models.attention_impl(cfg, cached=False) == "xla"  # float32: never cuDNN
+    with pytest.raises(ValueError, match="attention='cudnn' needs dtype='bfloat16'"):
+        cfg.replace(attention="cudnn")
+    with pytest.raises(ValueError, match="attention='flash'; use one of"):
+        cfg.replace(attention="flash")
+    if jax.default_backend() != "gpu":
+        cudnn = cfg.replace(dtype="bfloat16", attention="cudnn")
+        params = models.init_params(cudnn, jax.random.key(0))
+        with pytest.raises(ValueError, match="needs a GPU, but JAX's backend is 'cpu'"):
+            models.apply(cudnn, params, jnp.zeros((1, 4), jnp.int32))
+
+
 def test_every_parameter_has_logical_axes():
     cfg = presets.glm4_9b_0414(num_layers=2)
     axes = models.logical_axes(cfg)

@@ -12,6 +12,7 @@ from spar_jax.models.presets import get as preset
 from spar_jax.models.transformer import (
     KVCache,
     apply,
+    attention_impl,
     cache_bytes,
     count_params,
     init_cache,
@@ -28,6 +29,7 @@ __all__ = [
     "ModelConfig",
     "RopeScaling",
     "apply",
+    "attention_impl",
     "cache_bytes",
     "config_from_hf",
     "config_to_hf",

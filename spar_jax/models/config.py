@@ -15,6 +15,7 @@ import jax.numpy as jnp
 FAMILIES = ("llama", "glm", "glm4")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16", "float16")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn", "xla_causal")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -61,6 +62,11 @@ class ModelConfig:
     dtype: str = "float32"  # activations / matmul inputs
     param_dtype: str = "float32"  # stored parameters
     remat_policy: str = "none"
+    # Attention without a KV cache (training, scoring): "xla" is the masked einsum + softmax
+    # (any padding); "cudnn" is cuDNN's fused flash attention (GPU, 16-bit, right-padded rows);
+    # "xla_causal" is the same causal-only contract through XLA (the fused path's semantics on
+    # any backend); "auto" takes cudnn where it applies, else xla. Cached decoding is xla.
+    attention: str = "auto"
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -84,6 +90,13 @@ class ModelConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r}; use one of {DTYPES}")
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"remat_policy={self.remat_policy!r}; use one of {REMAT_POLICIES}")
+        if self.attention not in ATTENTION_IMPLS:
+            raise ValueError(f"attention={self.attention!r}; use one of {ATTENTION_IMPLS}")
+        if self.attention == "cudnn" and self.dtype == "float32":
+            raise ValueError(
+                "attention='cudnn' needs dtype='bfloat16' or 'float16' (cuDNN has no float32 "
+                "flash attention); use attention='auto' or 'xla' for float32"
+            )
         object.__setattr__(self, "eos_token_ids", tuple(self.eos_token_ids))
 
     @property

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from spar_jax.models.config import ModelConfig
-from spar_jax.models.layers import MLP, Attention, RMSNorm, _param
+from spar_jax.models.layers import MLP, Attention, RMSNorm, _param, is_right_padded
 
 Params = Any  # nested dict of arrays
 
@@ -151,6 +151,26 @@ def lm_head(cfg: ModelConfig, params: Params) -> jax.Array:
     return params["lm_head"]
 
 
+def attention_impl(cfg: ModelConfig, *, cached: bool) -> str:
+    """The attention `apply` runs: "xla" (masked), or "cudnn" / "xla_causal" (causal only,
+    right padding; see `ModelConfig.attention`).
+
+    Raises:
+      ValueError: `attention="cudnn"` on a backend other than GPU.
+    """
+    if cached:
+        return "xla"
+    on_gpu = jax.default_backend() in ("gpu", "cuda", "rocm")
+    if cfg.attention == "auto":
+        return "cudnn" if on_gpu and cfg.dtype in ("bfloat16", "float16") else "xla"
+    if cfg.attention == "cudnn" and not on_gpu:
+        raise ValueError(
+            f"attention='cudnn' needs a GPU, but JAX's backend is {jax.default_backend()!r}; "
+            "use attention='auto' or 'xla'"
+        )
+    return cfg.attention
+
+
 def _positions_and_mask(cfg, tokens, positions, mask, cache):
     B, T = tokens.shape
     mask = jnp.ones((B, T), bool) if mask is None else mask.astype(bool)
@@ -179,7 +199,9 @@ def apply(
       tokens: [B, T] int token ids.
       positions: [B, T] positions; by default counted over `mask`, continuing
         from the tokens already in `cache`.
-      mask: [B, T] bool, False at padding. Padding may be on either side.
+      mask: [B, T] bool, False at padding. Padding may be on either side, except under
+        causal-only attention (`attention_impl(...) != "xla"`; on GPU in 16-bit
+        by default, never with a cache), which needs right padding and returns NaN for the whole batch otherwise.
       cache: a `KVCache`; the tokens are written at `cache.index` and attend
         to every earlier real slot. The caller sizes the cache (writing past
         its end is not checked inside jit).
@@ -192,7 +214,12 @@ def apply(
     T = tokens.shape[1]
     causal = jnp.tril(jnp.ones((T, T), bool))
     allowed_new = mask[:, None, :] & causal[None]  # [B, T, T]
-    if cache is None:
+    impl = attention_impl(cfg, cached=cache is not None)
+    fused = impl != "xla"
+    if fused:
+        cfg = cfg.replace(attention=impl)  # "auto" resolved for the layers
+        allowed, kv, index = (None, None), None, jnp.zeros((), jnp.int32)
+    elif cache is None:
         allowed, kv, index = (allowed_new, None), None, jnp.zeros((), jnp.int32)
     else:
         slots = jnp.arange(cache.max_length)
@@ -203,6 +230,11 @@ def apply(
     out, new_kv = Transformer(cfg).apply(
         {"params": params}, tokens, positions, allowed, kv, index, return_hidden
     )
+    if fused:
+        # The fused kernel assumes right padding; any other layout poisons the whole output
+        # with NaN (the trainers stop on it, naming the step and batch) instead of silently
+        # letting real tokens attend to padding.
+        out = jnp.where(is_right_padded(mask), out, jnp.nan)
     if cache is not None:
         start = (0, 0, cache.index, 0, 0)
         cache = KVCache(

@@ -49,6 +49,7 @@ class RunConfig:
     compute_dtype: str  # float32 | bfloat16 (params and optimizer stay float32)
     remat: str  # none | full | dots | dots_no_batch
     chunk_size: int  # vocabulary chunk of the log-softmax
+    attention: str  # auto | xla | cudnn | xla_causal (models.ModelConfig.attention)
     vocab_size: int  # presets only: 0 = the tokenizer's vocabulary rounded up to 64
     strict: bool  # a malformed record is an error instead of a counted skip
     progress: bool
@@ -100,6 +101,7 @@ class RunConfig:
             compute_dtype=config.compute_dtype,
             remat=config.remat,
             chunk_size=config.chunk_size,
+            attention=config.get("attention", "auto"),
             vocab_size=config.vocab_size,
             strict=config.strict,
             progress=config.progress,
@@ -166,8 +168,8 @@ def preset_vocab(tokenizer_vocab: int, configured: int) -> int:
 
 
 def compute_config(cfg: models.ModelConfig, run: RunConfig) -> models.ModelConfig:
-    """The config the step runs with: compute dtype and remat policy; params untouched."""
-    return cfg.replace(dtype=run.compute_dtype, remat_policy=run.remat)
+    """The config the step runs with: compute dtype, remat policy, attention; params untouched."""
+    return cfg.replace(dtype=run.compute_dtype, remat_policy=run.remat, attention=run.attention)
 
 
 def loop_config(run: RunConfig, batches_per_epoch: int, desc: str) -> LoopConfig:
