@@ -6,9 +6,10 @@ Both train the same random checkpoint (written by transformers, read by `models.
 the same token ids with sigmoid DPO (beta 0.1), AdamW, reference log-probs precomputed
 (TRL: `precompute_ref_log_probs=True`, so neither keeps a reference model in memory). TRL is
 timed by a callback around each optimizer step (its reference pass happens before the first
-step and is not timed); spar_jax by the median of its jitted step. Two more rows for scale: a
-spar_jax run with the reference computed online, and a hand-written PyTorch DPO step on the
-same model (no attention mask, no metrics: the PyTorch floor under any trainer's overhead).
+step and is not timed); spar_jax by the median of its jitted step. Three more rows for scale: a
+spar_jax run with the reference computed online, a hand-written PyTorch DPO step on the
+same model (no attention mask, no metrics: the PyTorch floor under any trainer's overhead), and
+spar_jax with the layer scan unrolled (``scan_unroll = layers``, a config option).
 
 MFU = model FLOPs/s / peak, where the peak is a large jitted float32 matmul measured here and
 model FLOPs = 6 x N x tokens per step (policy forward + backward; + 2 x N x tokens with an
@@ -255,8 +256,10 @@ def main() -> None:
         cfg, params = models.load_hf(tmp)
         n_all = models.count_params(cfg)
         n_matmul = n_all - cfg.vocab_size * cfg.hidden_size  # the input embedding is a gather
+        unrolled = cfg.replace(scan_unroll=cfg.num_layers)
         for name, fn, ref in (
             ("spar_jax (jit, float32), reference precomputed", bench_spar_jax, "precompute"),
+            ("spar_jax, layers unrolled, reference precomputed", bench_spar_jax, "unrolled"),
             ("spar_jax (jit, float32), reference online", bench_spar_jax, "online"),
             ("PyTorch, hand-written DPO step (no mask), precomputed", bench_torch, "precompute"),
             (
@@ -265,7 +268,10 @@ def main() -> None:
                 "precompute",
             ),
         ):
-            if fn is bench_spar_jax:
+            if ref == "unrolled":
+                ref = "precompute"
+                seconds = fn(unrolled, params, pairs, args, ref)
+            elif fn is bench_spar_jax:
                 seconds = fn(cfg, params, pairs, args, ref)
             else:
                 seconds = fn(tmp, pairs, args, ref)

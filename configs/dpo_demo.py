@@ -53,6 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.compute_dtype = "float32"  # or bfloat16 (float32 master weights and optimizer)
     c.remat = "none"  # none | full | dots | dots_no_batch
     c.attention = "auto"  # auto (cuDNN flash on GPU in 16-bit, else xla) | xla | cudnn
+    c.scan_unroll = 1  # layers per scan iteration; >= layers unrolls (faster, slower compile)
     c.chunk_size = 4096  # vocabulary chunk of the log-softmax
     c.mesh = (1, -1, 1)  # (data, fsdp, tensor) device mesh; -1 = the rest of the devices
     c.sharding_rules = "train"  # spar_jax.sharding rule set, or (logical name, mesh axes) pairs

@@ -38,6 +38,7 @@ def get_config():
     c.compute_dtype = "bfloat16"
     c.remat = "full"
     c.attention = "auto"  # auto (cuDNN flash on GPU in 16-bit, else xla) | xla | cudnn
+    c.scan_unroll = 1  # layers per scan iteration; >= layers unrolls (faster, slower compile)
     c.mesh = (1, -1, 1)
     c.checkpoint_every = 50
     c.export = ("native", "hf")

@@ -141,7 +141,7 @@ def test_bfloat16_runs_close_to_float32(checkpoint):
     assert float(jnp.abs(got - ref).max()) < 0.1 * float(jnp.abs(ref).max())
 
 
-def test_remat_policies_give_same_logits_and_grads():
+def test_remat_and_unroll_give_same_logits_and_grads():
     cfg = presets.tiny(vocab_size=97)
     params = models.init_params(cfg, jax.random.key(0))
     tokens = jnp.asarray(_batch(vocab=97, length=8))
@@ -151,8 +151,10 @@ def test_remat_policies_give_same_logits_and_grads():
 
     value_and_grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)
     base_loss, base_grad = value_and_grad(params, cfg)
-    for policy in ("full", "dots"):
-        value, grad = value_and_grad(params, cfg.replace(remat_policy=policy))
+    variants = [dict(remat_policy="full"), dict(remat_policy="dots"), dict(scan_unroll=2)]
+    variants.append(dict(remat_policy="full", scan_unroll=8))  # more than the 2 layers
+    for changes in variants:
+        value, grad = value_and_grad(params, cfg.replace(**changes))
         np.testing.assert_allclose(value, base_loss, rtol=1e-6)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grad, base_grad)
 

@@ -62,6 +62,11 @@ class ModelConfig:
     dtype: str = "float32"  # activations / matmul inputs
     param_dtype: str = "float32"  # stored parameters
     remat_policy: str = "none"
+    # Layers per iteration of the layer scan (`lax.scan(unroll=...)`); >= num_layers removes
+    # the loop. Unrolling skips the per-iteration slicing and stacking of parameters and saved
+    # activations (a 4-layer DPO step ran 14% faster on a 2-core CPU) but compile time grows
+    # with it, so deep models keep 1.
+    scan_unroll: int = 1
     # Attention without a KV cache (training, scoring): "xla" is the masked einsum + softmax
     # (any padding); "cudnn" is cuDNN's fused flash attention (GPU, 16-bit, right-padded rows);
     # "xla_causal" is the same causal-only contract through XLA (the fused path's semantics on
@@ -88,6 +93,8 @@ class ModelConfig:
         for name in ("dtype", "param_dtype"):
             if getattr(self, name) not in DTYPES:
                 raise ValueError(f"{name}={getattr(self, name)!r}; use one of {DTYPES}")
+        if self.scan_unroll < 1:
+            raise ValueError(f"scan_unroll={self.scan_unroll} must be >= 1 (1 = no unrolling)")
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"remat_policy={self.remat_policy!r}; use one of {REMAT_POLICIES}")
         if self.attention not in ATTENTION_IMPLS:

@@ -50,6 +50,7 @@ class RunConfig:
     remat: str  # none | full | dots | dots_no_batch
     chunk_size: int  # vocabulary chunk of the log-softmax
     attention: str  # auto | xla | cudnn | xla_causal (models.ModelConfig.attention)
+    scan_unroll: int  # layers per layer-scan iteration (models.ModelConfig.scan_unroll)
     vocab_size: int  # presets only: 0 = the tokenizer's vocabulary rounded up to 64
     strict: bool  # a malformed record is an error instead of a counted skip
     progress: bool
@@ -102,6 +103,7 @@ class RunConfig:
             remat=config.remat,
             chunk_size=config.chunk_size,
             attention=config.get("attention", "auto"),
+            scan_unroll=config.get("scan_unroll", 1),
             vocab_size=config.vocab_size,
             strict=config.strict,
             progress=config.progress,
@@ -168,8 +170,13 @@ def preset_vocab(tokenizer_vocab: int, configured: int) -> int:
 
 
 def compute_config(cfg: models.ModelConfig, run: RunConfig) -> models.ModelConfig:
-    """The config the step runs with: compute dtype, remat policy, attention; params untouched."""
-    return cfg.replace(dtype=run.compute_dtype, remat_policy=run.remat, attention=run.attention)
+    """The config the step runs with: compute dtype, remat, attention, unroll; params untouched."""
+    return cfg.replace(
+        dtype=run.compute_dtype,
+        remat_policy=run.remat,
+        attention=run.attention,
+        scan_unroll=run.scan_unroll,
+    )
 
 
 def loop_config(run: RunConfig, batches_per_epoch: int, desc: str) -> LoopConfig:

@@ -47,6 +47,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+# The log-prob helpers live in logprobs.py; they are re-exported here, where losses are built.
+from spar_jax.training.logprobs import (
+    sequence_logps,
+    sequence_logps_from_hidden,
+    token_counts,
+    token_logps,
+)
+
 __all__ = [
     "PREFERENCE_LOSSES",
     "dpo_loss",
@@ -64,10 +72,6 @@ __all__ = [
     "token_counts",
     "token_logps",
 ]
-
-# Fill value for vocabulary columns that must not count in a logsumexp; finite (unlike -inf)
-# so that exp() and its gradient stay exactly 0 without inf - inf anywhere.
-_NEG = float(jnp.finfo(jnp.float32).min)
 
 
 def _f32(x: Any) -> jax.Array:
@@ -103,128 +107,6 @@ def masked_mean(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     total = jnp.sum(_apply_mask(x, mask))
     weight = jnp.sum(_f32(mask))
     return jnp.where(weight > 0, total / jnp.where(weight > 0, weight, 1.0), 0.0)
-
-
-def token_counts(mask: jax.Array) -> jax.Array:
-    """Number of scored tokens per sequence, ``[B, T] -> [B]`` float32 (the lengths losses take)."""
-    return jnp.sum(_f32(mask), axis=-1)
-
-
-# ---------------------------------------------------------------------------------------------
-# Sequence log-probabilities
-# ---------------------------------------------------------------------------------------------
-
-
-def token_logps(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Per-token ``log softmax(logits)[target]`` in float32.
-
-    Args:
-      logits: ``[B, T, V]`` any float dtype.
-      targets: ``[B, T]`` int, already shifted (``targets[:, t]`` is predicted by
-        ``logits[:, t]``) and inside ``[0, V)``.
-
-    Returns:
-      ``[B, T]`` float32 log-probabilities.
-    """
-    logits = _f32(logits)  # softmax in float32: bf16 logsumexp over 128k entries is too coarse
-    target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return target_logits - jax.nn.logsumexp(logits, axis=-1)
-
-
-def _reduce_sequence(per_token: jax.Array, mask: jax.Array, average: bool) -> jax.Array:
-    mask = _f32(mask)
-    total = jnp.sum(jnp.where(mask != 0, per_token * mask, 0.0), axis=-1)
-    if average:
-        return total / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)
-    return total
-
-
-def sequence_logps(
-    logits: jax.Array, targets: jax.Array, mask: jax.Array, *, average: bool = False
-) -> jax.Array:
-    """``sum_t mask[t] * log p(targets[t])`` per sequence (or the mean over the masked tokens).
-
-    Args:
-      logits: ``[B, T, V]``; ``logits[:, t]`` predicts ``targets[:, t]``.
-      targets: ``[B, T]`` int. Positions with ``mask == 0`` may hold anything (e.g. -100).
-      mask: ``[B, T]`` bool/float, 1 on response tokens.
-      average: divide by the token count ``token_counts(mask)`` (at least 1).
-
-    Returns:
-      ``[B]`` float32.
-    """
-    safe_targets = jnp.where(_f32(mask) != 0, targets, 0)  # -100 etc. must not index the vocab
-    return _reduce_sequence(token_logps(logits, safe_targets), mask, average)
-
-
-def sequence_logps_from_hidden(
-    hidden: jax.Array,
-    lm_head: jax.Array,
-    targets: jax.Array,
-    mask: jax.Array,
-    *,
-    chunk_size: int = 4096,
-    average: bool = False,
-) -> jax.Array:
-    """``sequence_logps(hidden @ lm_head, targets, mask)`` without building ``[B, T, V]`` logits.
-
-    The vocabulary is scanned in chunks of ``chunk_size`` columns, keeping a streaming
-    logsumexp (running max ``m`` and ``s = sum exp(logit - m)``) and picking up the target
-    logit from whichever chunk holds it. The chunk body is rematerialised in the backward
-    pass (``jax.checkpoint``), so peak memory is ``O(B * T * chunk_size)`` instead of
-    ``O(B * T * V)``: 8 x 2048 tokens over a 128k vocabulary would be 8 GiB of float32 logits.
-
-    Args:
-      hidden: ``[B, T, D]`` final hidden states (after the last norm).
-      lm_head: ``[D, V]`` output projection (for tied embeddings pass ``embedding.T``).
-      targets: ``[B, T]`` int, shifted as in ``sequence_logps``.
-      mask: ``[B, T]``, 1 on scored tokens.
-      chunk_size: vocabulary columns per step; ``V`` need not be a multiple of it.
-      average: mean over masked tokens instead of the sum.
-
-    Returns:
-      ``[B]`` float32, equal to ``sequence_logps`` on the full logits up to float rounding.
-    """
-    vocab = lm_head.shape[1]
-    chunk = min(chunk_size, vocab)
-    num_chunks = -(-vocab // chunk)
-    safe_targets = jnp.where(_f32(mask) != 0, targets, 0)
-
-    def step(carry, i):
-        running_max, running_sum, target_logit = carry  # [B, T] each
-        nominal_start = i * chunk
-        # The last chunk is slid left to stay inside the vocabulary (no padded copy of lm_head);
-        # its columns already seen by the previous chunk are masked out below.
-        start = jnp.minimum(nominal_start, vocab - chunk)
-        w = jax.lax.dynamic_slice_in_dim(lm_head, start, chunk, axis=1)  # [D, C]
-        logits = jnp.einsum("BTD,DC->BTC", hidden, w, preferred_element_type=jnp.float32)
-        column = start + jnp.arange(chunk)
-        logits = jnp.where(column >= nominal_start, logits, _NEG)  # [B, T, C]
-
-        # The max only shifts the exponent for stability; stopping its gradient gives exactly
-        # the softmax gradient (the terms through m cancel analytically).
-        new_max = jax.lax.stop_gradient(jnp.maximum(running_max, jnp.max(logits, axis=-1)))
-        running_sum = running_sum * jnp.exp(running_max - new_max) + jnp.sum(
-            jnp.exp(logits - new_max[..., None]), axis=-1
-        )
-
-        in_chunk = (safe_targets >= nominal_start) & (safe_targets < nominal_start + chunk)
-        local = jnp.clip(safe_targets - start, 0, chunk - 1)
-        picked = jnp.take_along_axis(logits, local[..., None], axis=-1)[..., 0]
-        target_logit = target_logit + jnp.where(in_chunk, picked, 0.0)
-        return (new_max, running_sum, target_logit), None
-
-    batch_shape = targets.shape
-    init = (
-        jnp.full(batch_shape, _NEG, jnp.float32),
-        jnp.zeros(batch_shape, jnp.float32),
-        jnp.zeros(batch_shape, jnp.float32),
-    )
-    # prevent_cse=False is the recommended setting inside scan (scan already blocks CSE).
-    body = jax.checkpoint(step, prevent_cse=False)
-    (running_max, running_sum, target_logit), _ = jax.lax.scan(body, init, jnp.arange(num_chunks))
-    per_token = target_logit - (running_max + jnp.log(running_sum))  # [B, T]
-    return _reduce_sequence(per_token, mask, average)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from spar_jax import models
-from spar_jax.training import losses
+from spar_jax.training import logprobs, losses
 from spar_jax.training.state import TrainState
 
 Batch = Mapping[str, jax.Array]
@@ -68,8 +68,9 @@ def target_logps(
 ) -> jax.Array:
     """``sum_t target_mask[t] * log p(targets[t] | tokens[:t+1])`` per row, ``[B]`` float32.
 
-    With ``V > chunk_size`` the ``[B, T, V]`` logits are never built: the final hidden states go
-    through the vocabulary-chunked ``losses.sequence_logps_from_hidden``.
+    The final hidden states go through the fused LM head + log-softmax
+    ``logprobs.sequence_logps_from_hidden``: with ``V > chunk_size`` the ``[B, T, V]`` logits are
+    never built.
 
     Args:
       cfg: model config (its ``dtype`` is the compute dtype; params stay as they are).
@@ -80,12 +81,7 @@ def target_logps(
     """
     hidden, _ = models.apply(cfg, params, tokens, mask=mask, return_hidden=True)  # [B, T, D]
     head = models.lm_head(cfg, params).astype(hidden.dtype)  # [D, V]
-    if head.shape[1] <= chunk_size:
-        # One chunk holds the whole vocabulary: plain logits, kept for the backward pass
-        # instead of recomputed (the chunked path rematerialises every chunk).
-        logits = jnp.einsum("BTD,DV->BTV", hidden, head, preferred_element_type=jnp.float32)
-        return losses.sequence_logps(logits, targets, target_mask)
-    return losses.sequence_logps_from_hidden(
+    return logprobs.sequence_logps_from_hidden(
         hidden, head, targets, target_mask, chunk_size=chunk_size
     )
 
