@@ -155,6 +155,7 @@ def dpo_step(cfg, params, pairs, length, peak, repeats=5, chunk_size=4096) -> di
     return {
         "attention": models.attention_impl(cfg, cached=False),
         "remat": cfg.remat_policy,
+        "scan_unroll": cfg.scan_unroll,
         "chunk_size": chunk_size,
         "pairs": pairs,
         "length": length,
@@ -211,6 +212,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=2048, help="DPO tokens per sequence")
     parser.add_argument("--pairs", type=int, default=4, help="DPO pairs per step")
     parser.add_argument("--chunk-size", type=int, default=4096, help="vocabulary chunk")
+    parser.add_argument("--scan-unroll", type=int, default=1, help="ModelConfig.scan_unroll")
     parser.add_argument("--xla-length", type=int, default=1024, help="DPO length, xla attention")
     args = parser.parse_args()
     parts = args.parts.split(",")
@@ -230,7 +232,9 @@ def main() -> None:
     else:
         base = presets.llama3_2_1b()
         pairs, length, big, sample = args.pairs, args.length, 8, (64, 128, 256)
-    cfg = base.replace(dtype="bfloat16", param_dtype="float32", attention=fused)
+    cfg = base.replace(
+        dtype="bfloat16", param_dtype="float32", attention=fused, scan_unroll=args.scan_unroll
+    )
     params = jax.jit(models.init_params, static_argnums=0)(cfg, jax.random.key(0))
     _record(args.out, results, "model_params", models.count_params(cfg))
     # The unfused path keeps every layer's f32 [B, N, T, T] scores for the backward pass: at
