@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 
+from spar_jax.models.layers import is_right_padded
 from spar_jax.tokenizer import Tokenizer
 from spar_jax.training import data
 from spar_jax.training.records import REASONS, DataError, RecordError
@@ -334,6 +335,7 @@ def test_each_record_once_per_epoch_and_padding_rows(prepared, tok):
         assert b["chosen_tokens"].dtype == np.int32 and b["weight"].dtype == np.float32
         assert b["index"].dtype == np.int64 and b["chosen_loss_mask"].dtype == np.bool_
         for side in ("chosen", "rejected"):  # rows are the prepared examples, right-padded
+            assert bool(is_right_padded(b[f"{side}_mask"]))  # what fused attention relies on
             for row, i in enumerate(b["index"]):
                 if i >= 0:
                     seq = prepared.sequences[f"{side}_tokens"][i]
@@ -369,6 +371,7 @@ def test_sft_batch_contract(tok):
     assert set(b) == {"tokens", "mask", "loss_mask", "weight", "index"}
     assert b["tokens"].shape[1] == p.lengths.max()
     assert not b["loss_mask"][:, 0].any() and not (b["loss_mask"] & ~b["mask"]).any()
+    assert bool(is_right_padded(b["mask"]))
 
 
 # --- Loading -----------------------------------------------------------------------------------

@@ -121,6 +121,26 @@ def test_precomputed_reference_equals_online():
     assert_trees_close(s_pre.params, s_on.params)
 
 
+def test_causal_only_attention_step_equals_masked_attention():
+    """The step under `attention="xla_causal"` (the cuDNN path's right-padding contract) gives
+    the masked-attention step's metrics and update on the trainers' right-padded batches."""
+    cfg, params = small_model()
+    batch = toy.dpo_token_batch(np.random.default_rng(3), B, T, V, padding_rows=2)
+    ref = compiled("reference")(params, device_batch(batch))
+    ref = (ref[0] + 0.3 * (jnp.arange(B) - 3.5), ref[1])  # a non-trivial gradient
+    fused = steps.compile_step(
+        steps.make_dpo_step(cfg.replace(attention="xla_causal"), SGD, ftx_weight=0.1),
+        compiler_options=steps.FAST_COMPILE,
+    )
+    want, m_want = compiled("precompute")(
+        TrainState.create(copy(params), SGD), with_ref(batch, ref)
+    )
+    got, m_got = fused(TrainState.create(copy(params), SGD), with_ref(batch, ref))
+    for key in m_want:
+        np.testing.assert_allclose(m_got[key], m_want[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert_trees_close(got.params, want.params)
+
+
 def test_gradient_accumulation_equals_one_big_batch():
     _, params = small_model()
     batch = toy.dpo_token_batch(np.random.default_rng(2), B, T, V, padding_rows=3)
