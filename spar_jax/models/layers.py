@@ -102,6 +102,18 @@ def apply_rope(x: jax.Array, positions: jax.Array, cfg: ModelConfig) -> jax.Arra
     return jnp.concatenate([out, x[..., rot:]], axis=-1)
 
 
+def _join_projections(x: jax.Array) -> bool:
+    """Whether to run q/k/v (and gate/up) as one matmul over weights joined on the fly.
+
+    Joining copies the weights once per call, which pays for itself when many tokens share
+    it (training, prefill: one bigger matmul, one backward pass; a DPO step on the 2-core CPU
+    ran 12-16% faster, and on 8 fake devices the joined form moved no more data under FSDP
+    and less under tensor parallelism at D=1024) but would double the weight traffic of a
+    decode step, which reads each weight once for one token per row.
+    """
+    return x.shape[1] > 1
+
+
 class Attention(nn.Module):
     """Grouped-query attention by grouped einsum; K/V are never repeated."""
 
@@ -134,9 +146,21 @@ class Attention(nn.Module):
         w_o = _param(self, "o", (N, H, D), ("heads", "head_dim", "embed"), init, pd)
 
         x = x.astype(dt)
-        q = jnp.einsum("BTD,DNH->BTNH", x, w_q.astype(dt))  # [B, T, N, H]
-        k = jnp.einsum("BTD,DKH->BTKH", x, w_k.astype(dt))  # [B, T, K, H]
-        v = jnp.einsum("BTD,DKH->BTKH", x, w_v.astype(dt))  # [B, T, K, H]
+        if _join_projections(x):
+            # One matmul for q, k and v: each kv head's G query heads, its key and its value
+            # side by side, [D, K, G + 2, H]. Joined along the per-group axis, a sharded
+            # kv-head axis stays aligned.
+            G = cfg.num_groups
+            w_qkv = jnp.concatenate(
+                [w_q.reshape(D, K, G, H), w_k[:, :, None], w_v[:, :, None]], axis=2
+            ).astype(dt)
+            qkv = jnp.einsum("BTD,DKJH->BTKJH", x, w_qkv)  # [B, T, K, G + 2, H]
+            q = qkv[:, :, :, :G].reshape(*x.shape[:2], N, H)  # [B, T, N, H]
+            k, v = qkv[:, :, :, G], qkv[:, :, :, G + 1]  # [B, T, K, H] each
+        else:
+            q = jnp.einsum("BTD,DNH->BTNH", x, w_q.astype(dt))  # [B, T, N, H]
+            k = jnp.einsum("BTD,DKH->BTKH", x, w_k.astype(dt))  # [B, T, K, H]
+            v = jnp.einsum("BTD,DKH->BTKH", x, w_v.astype(dt))  # [B, T, K, H]
         if cfg.qkv_bias:
             zeros = nn.initializers.zeros
             q = q + _param(self, "q_bias", (N, H), ("heads", "head_dim"), zeros, pd).astype(dt)
@@ -208,6 +232,12 @@ class MLP(nn.Module):
         w_up = _param(self, "up", (D, F), ("embed", "mlp"), init, pd)
         w_down = _param(self, "down", (F, D), ("mlp", "embed"), init, pd)
         x = x.astype(dt)
-        gate = jnp.einsum("BTD,DF->BTF", x, w_gate.astype(dt))
-        up = jnp.einsum("BTD,DF->BTF", x, w_up.astype(dt))
+        if _join_projections(x):
+            # Gate and up in one matmul, stacked on a new axis so a sharded F stays aligned.
+            w_gate_up = jnp.stack([w_gate, w_up], axis=1).astype(dt)  # [D, 2, F]
+            gate_up = jnp.einsum("BTD,DSF->BTSF", x, w_gate_up)
+            gate, up = gate_up[:, :, 0], gate_up[:, :, 1]
+        else:
+            gate = jnp.einsum("BTD,DF->BTF", x, w_gate.astype(dt))
+            up = jnp.einsum("BTD,DF->BTF", x, w_up.astype(dt))
         return jnp.einsum("BTF,FD->BTD", jax.nn.silu(gate) * up, w_down.astype(dt))
