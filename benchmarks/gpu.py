@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import machine
+from benchmarks.common import machine, timeit
 from spar_jax import models, sampling
 from spar_jax.models import presets
 from spar_jax.training import optim, steps
@@ -48,22 +48,11 @@ def _record(path: str | None, results: dict, key: str, value) -> None:
             json.dump(results, f, indent=2, default=str)
 
 
-def _time(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def matmul_peak(n: int, chain: int = 20) -> float:
     """bfloat16 FLOP/s of `chain` back-to-back n^3 matmuls (so launch gaps do not count)."""
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.bfloat16)
     mm = jax.jit(lambda x, y: x @ y)
-    seconds = _time(lambda: [mm(a, a) for _ in range(chain)], repeats=5, warmup=2)
+    seconds = timeit(lambda: jax.block_until_ready([mm(a, a) for _ in range(chain)]), 5, 2)
     return 2 * n**3 * chain / seconds
 
 
