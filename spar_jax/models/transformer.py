@@ -214,20 +214,26 @@ def apply(
     """
     positions, mask = _positions_and_mask(cfg, tokens, positions, mask, cache)
     T = tokens.shape[1]
-    causal = jnp.tril(jnp.ones((T, T), bool))
-    allowed_new = mask[:, None, :] & causal[None]  # [B, T, T]
     impl = attention_impl(cfg, cached=cache is not None)
-    fused = impl != "xla"
+    fused = impl != "xla"  # causal only, never with a cache: no masks to build
+    if cache is None:
+        kv, index = None, jnp.zeros((), jnp.int32)
+    else:
+        kv, index = (cache.k, cache.v), cache.index
     if fused:
         cfg = cfg.replace(attention=impl)  # "auto" resolved for the layers
-        allowed, kv, index = (None, None), None, jnp.zeros((), jnp.int32)
-    elif cache is None:
-        allowed, kv, index = (allowed_new, None), None, jnp.zeros((), jnp.int32)
+        allowed = (None, None)
     else:
-        slots = jnp.arange(cache.max_length)
-        old = cache.mask & (slots < cache.index)[None]  # [B, S]
-        allowed = (allowed_new, jnp.broadcast_to(old[:, None, :], (old.shape[0], T, old.shape[1])))
-        kv, index = (cache.k, cache.v), cache.index
+        causal = jnp.tril(jnp.ones((T, T), bool))
+        allowed_new = mask[:, None, :] & causal[None]  # [B, T, T]
+        allowed = (allowed_new, None)
+        if cache is not None:
+            slots = jnp.arange(cache.max_length)
+            old = cache.mask & (slots < cache.index)[None]  # [B, S]
+            allowed = (
+                allowed_new,
+                jnp.broadcast_to(old[:, None, :], (old.shape[0], T, old.shape[1])),
+            )
 
     out, new_kv = Transformer(cfg).apply(
         {"params": params}, tokens, positions, allowed, kv, index, return_hidden
