@@ -3,9 +3,12 @@
     python -m spar_jax train-sft --config configs/sft_glm4_9b.py \
         --config.model=/ckpt/glm-4-9b-chat-hf --config.data=/data/round1_refiner.jsonl
 
-lr 2e-6, constant schedule after warmup, loss on assistant turns only (the refine prompt is a
-3-turn chat: the loss is on the last assistant turn), bfloat16 compute with float32 master
-weights, full remat, fsdp over all devices.
+The official SFT settings (the paper's released LLaMA-Factory config, used for the initial SFT
+and for every refiner round): lr 2e-6, 5 epochs, constant schedule after 10% warmup, cutoff
+4096 tokens, loss on every assistant turn (LLaMA-Factory trains all assistant turns of a
+multi-turn chat), 2 examples per GPU x 4 accumulation steps on 8 GPUs = 64 per optimizer step
+(here: 4 micro-batches of 16, the same 2 per device on 8). bfloat16 compute with float32 master
+weights, full remat, fsdp over all devices (memory choices, not recipe ones).
 """
 
 import os
@@ -23,12 +26,12 @@ def get_config():
     c.optimizer.learning_rate = 2e-6
     c.optimizer.schedule = "constant"
     c.optimizer.warmup_ratio = 0.1
-    c.train_on = "last"
-    c.batch_size = 64
-    c.grad_accum_steps = 8
-    c.max_length = 2048
+    c.train_on = "all"  # every assistant turn, as LLaMA-Factory
+    c.batch_size = 64  # official: 2 per GPU x 4 accumulation x 8 GPUs
+    c.grad_accum_steps = 4
+    c.max_length = 4096  # official cutoff_len
     c.pad_to_multiple = 128
-    c.epochs = 1
+    c.epochs = 5
     c.compute_dtype = "bfloat16"
     c.remat = "full"
     c.attention = "auto"  # auto (cuDNN flash on GPU in 16-bit, else xla) | xla | cudnn
