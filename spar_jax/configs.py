@@ -15,10 +15,12 @@ from typing import Any
 
 import ml_collections
 
+from spar_jax.errors import SparError
+
 _PREFIX = "--config."
 
 
-class ConfigError(ValueError):
+class ConfigError(SparError, ValueError):
     """A config file or override we cannot use; the message names it."""
 
 

@@ -27,6 +27,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from spar_jax.errors import SparError
+
 log = logging.getLogger(__name__)
 
 AXES = ("data", "fsdp", "tensor")
@@ -54,7 +56,7 @@ SAMPLE_RULES: Rules = tuple(
 RULE_SETS = {"train": TRAIN_RULES, "sample": SAMPLE_RULES}
 
 
-class ShardingError(ValueError):
+class ShardingError(SparError, ValueError):
     """A mesh, rule table or batch that does not fit; the message names the numbers."""
 
 

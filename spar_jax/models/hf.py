@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from spar_jax.errors import SparError
 from spar_jax.models import safetensors_io as st
 from spar_jax.models.config import ModelConfig
 from spar_jax.models.transformer import param_shapes
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SparError, ValueError):
     """A checkpoint directory or file we cannot load; the message names it."""
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 
+from spar_jax.errors import MissingFileError
 from spar_jax.models.config import ModelConfig
 from spar_jax.models.transformer import param_shapes
 
@@ -34,7 +35,7 @@ def save_native(cfg: ModelConfig, params: Any, path: str) -> None:
 def load_config(path: str) -> ModelConfig:
     config_path = os.path.join(path, CONFIG_FILE)
     if not os.path.isfile(config_path):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{config_path}: missing; a native checkpoint is written by save_native "
             "(or `python -m spar_jax convert hf-to-native`)"
         )

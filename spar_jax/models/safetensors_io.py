@@ -17,6 +17,8 @@ from collections.abc import Iterable
 import ml_dtypes
 import numpy as np
 
+from spar_jax.errors import SparError
+
 DTYPES = {
     "F64": np.dtype(np.float64),
     "F32": np.dtype(np.float32),
@@ -35,7 +37,7 @@ _NAMES = {v: k for k, v in DTYPES.items()}
 FLOAT_CODES = ("F64", "F32", "F16", "BF16")
 
 
-class SafetensorsError(ValueError):
+class SafetensorsError(SparError, ValueError):
     """A safetensors file that is malformed or holds what we cannot use."""
 
 

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from spar_jax import models, sharding
+from spar_jax.configs import ConfigError
+from spar_jax.errors import MissingFileError
 from spar_jax.training import checkpoint, optim, steps
 from spar_jax.training.loop import LoopConfig
 from spar_jax.training.placement import Placement
@@ -61,19 +63,21 @@ class RunConfig:
 
     def __post_init__(self):
         if self.compute_dtype not in COMPUTE_DTYPES:
-            raise ValueError(f"compute_dtype={self.compute_dtype!r}; use one of {COMPUTE_DTYPES}")
+            raise ConfigError(f"compute_dtype={self.compute_dtype!r}; use one of {COMPUTE_DTYPES}")
         if self.grad_accum_steps < 1 or self.batch_size % self.grad_accum_steps:
-            raise ValueError(
+            raise ConfigError(
                 f"batch_size={self.batch_size} must be a multiple of grad_accum_steps="
                 f"{self.grad_accum_steps} (batch_size counts examples per optimizer step)"
             )
         for fmt in self.export:
             if fmt not in checkpoint.EXPORT_FORMATS:
-                raise ValueError(f"export={self.export!r}; formats are {checkpoint.EXPORT_FORMATS}")
+                raise ConfigError(
+                    f"export={self.export!r}; formats are {checkpoint.EXPORT_FORMATS}"
+                )
         if not self.data:
-            raise ValueError("--config.data is required: a JSON/JSONL/Parquet file, glob or list")
+            raise ConfigError("--config.data is required: a JSON/JSONL/Parquet file, glob or list")
         if not self.out_dir:
-            raise ValueError("--config.out_dir is required")
+            raise ConfigError("--config.out_dir is required")
 
     @classmethod
     def from_config(cls, config: Any) -> RunConfig:
@@ -158,7 +162,7 @@ def load_model(
         return cfg.replace(param_dtype="float32"), params
     if os.path.isdir(spec):
         return models.load_hf(spec, dtype=jnp.float32, shardings=shardings)
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"model {spec!r} is neither a preset ({', '.join(sorted(models.PRESETS))}) nor a "
         "checkpoint directory; set --config.model"
     )

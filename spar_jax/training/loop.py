@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from spar_jax.errors import SparError
 from spar_jax.training.checkpoint import Checkpointer
 from spar_jax.training.metrics import MetricsLogger, plot_loss
 from spar_jax.training.state import TrainState
@@ -26,7 +27,7 @@ NumpyBatch = Mapping[str, np.ndarray]
 BatchSource = Callable[[int, int], Iterator[NumpyBatch]]  # (epoch, start) -> batches
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(SparError, FloatingPointError):
     """The loss (or gradient norm) became nan/inf; the message names the step and the records."""
 
 

@@ -16,8 +16,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from spar_jax import errors, sharding
 from spar_jax import plan as planner
-from spar_jax import sharding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +100,7 @@ def check_fits(cfg, placement: Placement, *, task: str, run, reference="precompu
     if device is None:
         return result
     if not result.fits(device):
-        raise MemoryError(
+        raise errors.DoesNotFitError(
             f"this {task} run does not fit: {result.format(device)}\n"
             "lower batch_size, raise grad_accum_steps, set remat=full, compute in bfloat16, "
             "or use more devices (python -m spar_jax plan shows the numbers)"
