@@ -460,6 +460,48 @@ def test_chunked_matches_unchunked(v, chunk_size, average):
         np.testing.assert_allclose(g, w, atol=1e-5)
 
 
+@pytest.mark.parametrize(("v", "chunk_size"), [(37, 8), (37, 16), (40, 12)])
+def test_chunked_overlap_columns_of_the_last_chunk(v, chunk_size):
+    """The last chunk slides left to stay inside the vocabulary and shares columns with the
+    chunk before it. Targets in those columns, on scored and on masked positions, count once."""
+    num_chunks = -(-v // chunk_size)
+    start, nominal = v - chunk_size, (num_chunks - 1) * chunk_size
+    overlap = np.arange(start, nominal)  # columns both of the last two chunks hold
+    assert overlap.size > 0
+    rng = np.random.default_rng(5)
+    b, t, d = 3, 8, 8
+    hidden = jnp.asarray(rng.normal(size=(b, t, d)), jnp.float32)
+    lm_head = jnp.asarray(rng.normal(size=(d, v)), jnp.float32)
+    mask = np.ones((b, t), np.int32)
+    mask[:, ::3] = 0  # every third position is not scored
+    targets = rng.integers(0, v, (b, t))
+    # Every overlap column is the target of a scored and of a masked position.
+    scored, masked = np.argwhere(mask == 1), np.argwhere(mask == 0)
+    for i, column in enumerate(overlap):
+        targets[tuple(scored[i % len(scored)])] = column
+        targets[tuple(masked[i % len(masked)])] = column
+    targets, mask = jnp.asarray(targets), jnp.asarray(mask)
+    weights = jnp.array([0.7, -1.3, 2.1])
+
+    def unchunked(h, w):
+        return losses.sequence_logps(jnp.einsum("BTD,DV->BTV", h, w), targets, mask)
+
+    def chunked(h, w):
+        return losses.sequence_logps_from_hidden(h, w, targets, mask, chunk_size=chunk_size)
+
+    @jax.jit
+    def value_and_grads(h, w):
+        return [
+            jax.value_and_grad(lambda h, w, f=f: jnp.sum(weights * f(h, w)), (0, 1))(h, w)
+            for f in (chunked, unchunked)
+        ]
+
+    (got, got_grads), (want, want_grads) = value_and_grads(hidden, lm_head)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    for g, w in zip(got_grads, want_grads, strict=True):
+        np.testing.assert_allclose(g, w, atol=1e-5)
+
+
 def test_chunked_accepts_bf16_and_ignore_index():
     hidden, lm_head, targets, mask = _hidden_problem(37, jnp.bfloat16)
     padded = jnp.where(mask == 1, targets, -100)
