@@ -1,0 +1,172 @@
+"""Chat generation for self-play: conversations in, n sampled texts per conversation out.
+
+    model = ChatModel(cfg, params, tokenizer, max_batch=64)
+    texts = model.generate(conversations, SamplingParams(temperature=0.7, max_new_tokens=2048),
+                           n=5, seed=derive_seed(base_seed, "judge", level))
+    texts[i][j]   # sample j of conversation i ("" where the conversation was skipped)
+
+Anything with this `generate` method is a `ChatGenerator`; `ScriptedChat` is the
+model-free one the tests use. Randomness comes only from the integer seed: the
+texts depend on (seed, the conversations in order, the model), never on how the
+sampler splits them into chunks, so a resumed run that repeats a call repeats
+its outputs.
+
+A conversation whose prompt does not fit the context (prompt tokens +
+max_new_tokens > max_position_embeddings) follows `prompt_overflow`: "skip"
+(the default) returns "" for each of its samples and counts it in
+`stats["skipped_too_long"]`; "truncate" keeps the prompt's last tokens that fit
+(counted in `stats["truncated"]`); "error" raises.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import jax
+import numpy as np
+
+from spar_jax import sampling
+from spar_jax.sampling import SamplingParams
+
+Conversation = list[dict]
+OVERFLOW_POLICIES = ("skip", "truncate", "error")
+
+
+def derive_seed(*parts: object) -> int:
+    """A seed in [0, 2**31) from any parts (ints, strings): stable across runs and machines."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+class ChatGenerator(Protocol):
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        sampling_params: SamplingParams,
+        n: int,
+        seed: int,
+    ) -> list[list[str]]:
+        """[len(conversations)][n] sampled assistant replies."""
+        ...
+
+
+class ChatModel:
+    """A chat model (config, params, tokenizer) sampled with `sampling.generate`.
+
+    One `generate` call is one `sampling.generate` call over every conversation
+    (which chunks them by `max_batch` rows); the n samples of a conversation share
+    its prefill. The tokenizer's stop tokens are used when `sampling_params` names none.
+    `stats` counts calls, conversations, samples, generated tokens and skips.
+    """
+
+    def __init__(
+        self,
+        cfg,
+        params,
+        tokenizer,
+        *,
+        max_batch: int = 64,
+        max_cache_bytes: int | None = None,
+        prompt_overflow: str = "skip",
+    ):
+        if prompt_overflow not in OVERFLOW_POLICIES:
+            raise ValueError(
+                f"prompt_overflow={prompt_overflow!r}: use one of {', '.join(OVERFLOW_POLICIES)}"
+            )
+        self.cfg, self.params, self.tokenizer = cfg, params, tokenizer
+        self.max_batch, self.max_cache_bytes = max_batch, max_cache_bytes
+        self.prompt_overflow = prompt_overflow
+        self.stats: collections.Counter = collections.Counter()
+
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        sampling_params: SamplingParams,
+        n: int = 1,
+        seed: int = 0,
+    ) -> list[list[str]]:
+        """[len(conversations)][n] replies; "" for every sample of a skipped conversation."""
+        out: list[list[str]] = [[""] * n for _ in conversations]
+        if not conversations:
+            return out
+        budget = self.cfg.max_position_embeddings - int(np.max(sampling_params.max_new_tokens))
+        keep, ids = [], []
+        for i, conv in enumerate(conversations):
+            tokens = self.tokenizer.encode_prompt(conv)
+            if len(tokens) > budget:
+                if self.prompt_overflow == "error" or budget < 1:
+                    raise ValueError(
+                        f"conversation {i} has {len(tokens)} prompt tokens but only {budget} fit "
+                        f"(max_position_embeddings={self.cfg.max_position_embeddings} minus "
+                        f"max_new_tokens); shorten it, lower max_new_tokens, or set "
+                        f"prompt_overflow='skip' or 'truncate'"
+                    )
+                if self.prompt_overflow == "skip":
+                    self.stats["skipped_too_long"] += 1
+                    continue
+                tokens = tokens[-budget:]
+                self.stats["truncated"] += 1
+            keep.append(i)
+            ids.append(tokens)
+        self.stats["calls"] += 1
+        self.stats["conversations"] += len(conversations)
+        if not keep:
+            return out
+        params = _select_rows(sampling_params, keep, len(conversations))
+        if not params.stop_token_ids:
+            params = dataclasses.replace(params, stop_token_ids=self.tokenizer.stop_token_ids)
+        result = sampling.generate(
+            self.cfg,
+            self.params,
+            ids,
+            params,
+            rng=jax.random.key(seed),
+            n=n,
+            max_batch=max(self.max_batch, n),
+            max_cache_bytes=self.max_cache_bytes,
+        )
+        for r, i in enumerate(keep):
+            out[i] = [self.tokenizer.decode(t, skip_special_tokens=True) for t in result.samples(r)]
+        self.stats["samples"] += len(keep) * n
+        self.stats["generated_tokens"] += result.stats.generated_tokens
+        return out
+
+
+def _select_rows(params: SamplingParams, keep: list[int], total: int) -> SamplingParams:
+    """`params` with its per-conversation knobs restricted to the rows in `keep`."""
+    changes = {}
+    for name in ("temperature", "top_p", "top_k", "max_new_tokens"):
+        value = getattr(params, name)
+        if isinstance(value, tuple) and len(value) == total:
+            changes[name] = tuple(value[i] for i in keep)
+    return dataclasses.replace(params, **changes) if changes else params
+
+
+class ScriptedChat:
+    """A model-free `ChatGenerator`: `reply(conversation, rng)` writes each sample.
+
+    `rng` is a numpy Generator seeded from (seed, conversation index, sample index),
+    mirroring the real sampler's dependence on position and seed. `calls` records
+    (number of conversations, n) per `generate` call.
+    """
+
+    def __init__(self, reply: Callable[[Conversation, np.random.Generator], str]):
+        self.reply = reply
+        self.calls: list[tuple[int, int]] = []
+
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        sampling_params: SamplingParams | None = None,
+        n: int = 1,
+        seed: int = 0,
+    ) -> list[list[str]]:
+        self.calls.append((len(conversations), n))
+        return [
+            [self.reply(conv, np.random.default_rng([seed, i, j])) for j in range(n)]
+            for i, conv in enumerate(conversations)
+        ]
