@@ -27,6 +27,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.top_p = 0.9
     c.top_k = 0  # 0 = off
     c.max_new_tokens = 2048
+    # prompt + max_new_tokens > the model's positions: "skip" (counted) or "truncate_left"
+    # (the prompt's oldest tokens are cut, counted); see spar_jax.sampling.context
+    c.prompt_overflow = "skip"
     c.stop_token_ids = ()  # extra stop ids, added to the tokenizer's and the model's
     c.seed = 0
 

@@ -3,6 +3,8 @@
     python -m spar_jax plan --preset llama3_8b --task dpo --mesh 1,-1,1 --devices 8 --device h100
     python -m spar_jax plan --config configs/dpo_demo.py --devices 1 --device-gib 16
 
+The command lives in `spar_jax.cli.plan`; this module holds the arithmetic.
+
 Parameters, optimizer state, gradients and the KV cache are counted exactly
 from `jax.eval_shape` shapes and the sharding rules (each array's shard
 shape on one device). Activations are an estimate of the peak inside one
@@ -12,7 +14,6 @@ it is checked against XLA's own buffer assignment on the tiny config.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -129,7 +130,7 @@ def _local(n: int, size: int) -> int:
 def _fused_attention(cfg: ModelConfig) -> bool:
     """Whether training attention runs fused (cuDNN) on this backend; see `models.attention_impl`."""
     try:
-        return attention_impl(cfg, cached=False) == "cudnn"
+        return attention_impl(cfg, cached=False, padding="right") == "cudnn"
     except ValueError:  # attention="cudnn" planned from a machine without a GPU
         return True
 
@@ -226,67 +227,3 @@ def plan(
         acts += param_bytes(cfg, mesh_shape, rules, cfg.compute_dtype)
         notes.append(f"{cfg.dtype} copy of the weights for compute")
     return MemoryPlan(task, mesh_shape, params, optimizer, gradients, ref, acts, 0, tuple(notes))
-
-
-def main(argv: list[str]) -> int:
-    from spar_jax import configs, models
-
-    parser = argparse.ArgumentParser(
-        prog="python -m spar_jax plan",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--config", help="experiment config; its model/batch/length/remat are used")
-    parser.add_argument("--preset", help="model preset (overrides the config's model)")
-    parser.add_argument("--task", choices=["dpo", "sft", "sample"], default=None)
-    parser.add_argument("--mesh", default=None, help="data,fsdp,tensor sizes; -1 = the rest")
-    parser.add_argument(
-        "--devices", type=int, default=None, help="number of devices (default: this machine's)"
-    )
-    parser.add_argument("--device", choices=sorted(DEVICE_GIB), help="device kind, for its memory")
-    parser.add_argument("--device-gib", type=float, help="device memory in GiB")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--length", type=int)
-    parser.add_argument("--grad-accum-steps", type=int)
-    parser.add_argument("--remat", choices=["none", "full", "dots", "dots_no_batch"])
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype")
-    argv, overrides = configs.split_argv(argv)
-    args = parser.parse_args(argv)
-
-    c = configs.load(args.config, overrides) if args.config else None
-    get = lambda key, default: c[key] if c is not None and key in c else default  # noqa: E731
-    preset = args.preset or get("model", "tiny")
-    if preset not in models.PRESETS:
-        print(f"error: plan needs a model preset (got {preset!r}); known: {sorted(models.PRESETS)}")
-        return 2
-    remat = args.remat or get("remat", "none")
-    dtype = args.dtype or get("compute_dtype", "float32")
-    cfg = models.preset(preset, remat_policy=remat, dtype=dtype, attention=get("attention", "auto"))
-    task = args.task or get("task", "dpo")
-    mesh_arg = args.mesh or ",".join(str(x) for x in get("mesh", (1, -1, 1)))
-    devices = args.devices or jax.device_count()
-    try:
-        mesh_shape = sharding.mesh_shape([int(x) for x in mesh_arg.strip("()").split(",")], devices)
-    except sharding.ShardingError as e:
-        print(f"error: {e}")
-        return 2
-    result = plan(
-        cfg,
-        mesh_shape,
-        task=task,
-        batch_size=args.batch_size or get("batch_size", 8),
-        length=args.length or get("max_length", 2048),
-        grad_accum_steps=args.grad_accum_steps or get("grad_accum_steps", 1),
-        chunk_size=get("chunk_size", 4096),
-        reference=get("reference", "precompute"),
-    )
-    device_bytes = None
-    if args.device_gib:
-        device_bytes = args.device_gib * GiB
-    elif args.device:
-        device_bytes = DEVICE_GIB[args.device] * GiB
-    print(
-        f"model {preset}: {models.count_params(cfg):,} parameters, remat {remat}, compute {dtype}"
-    )
-    print(result.format(device_bytes))
-    return 0 if device_bytes is None or result.fits(device_bytes) else 1

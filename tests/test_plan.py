@@ -107,8 +107,9 @@ def test_plan_command_refuses_what_does_not_fit(capsys):
 
 
 def test_plan_command_mesh_mismatch_names_both_numbers(capsys):
-    assert main(["plan", "--preset", "tiny", "--mesh", "2,8,1", "--devices", "8"]) == 2
-    assert "needs 16 devices, but 8 are available" in capsys.readouterr().out
+    assert main(["plan", "--preset", "tiny", "--mesh", "2,8,1", "--devices", "8"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs 16 devices, but 8 are available" in err
 
 
 def test_trainer_refuses_a_run_that_cannot_fit(monkeypatch, tmp_path):

@@ -2,12 +2,14 @@
 
 python -m spar_jax convert hf-to-native /ckpt/Meta-Llama-3-8B-Instruct /ckpt/llama3_8b --dtype bfloat16
 python -m spar_jax convert native-to-hf /ckpt/llama3_8b /ckpt/llama3_8b_hf
+
+A file tool for one process on one machine: it does not join a multi-host runtime (run it
+once, outside the launchers).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 import jax.numpy as jnp
 
@@ -25,16 +27,12 @@ def main(argv: list[str]) -> int:
     from spar_jax import models
     from spar_jax.models import native
 
-    try:
-        if args.direction == "hf-to-native":
-            cfg, params = models.load_hf(args.src, dtype=jnp.dtype(args.dtype or "float32"))
-            native.save_native(cfg, params, args.dst)
-        else:
-            cfg, params = native.load_native(args.src)
-            models.save_hf(cfg, params, args.dst, dtype=args.dtype)
-    except (models.CheckpointError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    if args.direction == "hf-to-native":
+        cfg, params = models.load_hf(args.src, dtype=jnp.dtype(args.dtype or "float32"))
+        native.save_native(cfg, params, args.dst)
+    else:
+        cfg, params = native.load_native(args.src)
+        models.save_hf(cfg, params, args.dst, dtype=args.dtype)
     n = models.count_params(cfg)
     print(f"converted {cfg.family} model ({n:,} parameters) {args.src} -> {args.dst}")
     return 0

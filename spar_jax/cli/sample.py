@@ -7,6 +7,10 @@ Reads rows with `prompt` (and optional `prompt_id`), applies the tokenizer's
 chat template, samples with `sampling.generate` and writes one JSONL row per
 prompt: {"prompt_id", "prompt", "completions", "finish_reasons", "num_tokens"}.
 Malformed rows are counted and reported (or an error with `--config.strict=True`).
+A prompt too long for the model's positions (prompt + max_new_tokens >
+max_position_embeddings) is skipped and counted, or with
+`--config.prompt_overflow=truncate_left` cut from the left and counted
+(`spar_jax.sampling.context`). Only process 0 writes the output file.
 Every field of configs/sample.py can be overridden with `--config.<field>=value`.
 """
 
@@ -16,14 +20,16 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 import time
 from typing import Any
+
+from spar_jax.configs import ConfigError
+from spar_jax.errors import SparError
 
 log = logging.getLogger(__name__)
 
 
-class PromptFileError(ValueError):
+class PromptFileError(SparError, ValueError):
     """A prompts file we cannot read, or a malformed row under `strict`."""
 
 
@@ -78,36 +84,14 @@ def main(argv: list[str]) -> int:
         return 0
     from spar_jax import configs
 
-    try:
-        config = configs.from_argv(argv, "configs/sample.py")
-    except configs.ConfigError as e:
-        print(f"sample: error: {e}", file=sys.stderr)
-        return 2
-
-    from spar_jax import models, sampling, tokenizer
-
-    user_errors = (
-        PromptFileError,
-        FileNotFoundError,
-        models.CheckpointError,
-        sampling.CacheBudgetError,
-        tokenizer.TokenizerNotFoundError,
-        tokenizer.TokenizerLoadError,
-        tokenizer.FamilyError,
-        tokenizer.ChatTemplateError,
-    )
-    try:
-        return run(config)
-    except user_errors as e:
-        print(f"sample: error: {e}", file=sys.stderr)
-        return 1
+    return run(configs.from_argv(argv, "configs/sample.py"))
 
 
 def run(config) -> int:
-    """Samples for every prompt of `config.prompts`; writes `config.output`."""
+    """Samples for every prompt of `config.prompts`; writes `config.output` (process 0)."""
     for key in ("model", "prompts", "output"):
         if not config[key]:
-            raise PromptFileError(f"--config.{key} is required (see configs/sample.py)")
+            raise ConfigError(f"--config.{key} is required (see configs/sample.py)")
     rows, problems = read_prompts(config.prompts, config.strict)
 
     import jax
@@ -115,9 +99,10 @@ def run(config) -> int:
     from tqdm.auto import tqdm
 
     from spar_jax import models, sampling, tokenizer
+    from spar_jax.sampling import context
 
     tok = tokenizer.Tokenizer.load(config.tokenizer or config.model)
-    kept, ids = [], []
+    encoded, ids = [], []
     for row in rows:
         messages = [{"role": "user", "content": row.prompt}]
         if config.system_prompt:
@@ -129,12 +114,19 @@ def run(config) -> int:
                 raise PromptFileError(f"prompt_id {row.prompt_id!r}: {e}") from None
             problems.append(f"prompt_id {row.prompt_id!r}: {e}")
             continue
-        kept.append(row)
+        encoded.append(row)
     if problems:
         shown = "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else "")
         log.warning("%s: skipped %d malformed rows: %s", config.prompts, len(problems), shown)
 
     cfg, params = models.load_hf(config.model, dtype=jnp.dtype(config.dtype))
+    ids, index, fit = context.fit_prompts(
+        ids,
+        max_new_tokens=config.max_new_tokens,
+        max_positions=cfg.max_position_embeddings,
+        policy=config.prompt_overflow,
+    )
+    kept = [encoded[i] for i in index]
     stop = tuple(dict.fromkeys((*tok.stop_token_ids, *cfg.eos_token_ids, *config.stop_token_ids)))
     sp = sampling.SamplingParams(
         temperature=config.temperature,
@@ -146,9 +138,11 @@ def run(config) -> int:
     budget = int(config.max_cache_gib * 2**30) or None
     rng = jax.random.key(config.seed)
     start, generated = time.perf_counter(), 0
-    os.makedirs(os.path.dirname(os.path.abspath(config.output)), exist_ok=True)
+    writer = jax.process_index() == 0  # every process samples; one writes
+    if writer:
+        os.makedirs(os.path.dirname(os.path.abspath(config.output)), exist_ok=True)
     with (
-        open(config.output, "w", encoding="utf-8") as f,
+        open(config.output if writer else os.devnull, "w", encoding="utf-8") as f,
         tqdm(total=len(kept), desc="sample", unit="prompt", disable=None) as bar,
     ):
         for lo in range(0, len(kept), config.write_every):
@@ -180,6 +174,7 @@ def run(config) -> int:
     print(
         f"wrote {len(kept)} prompts x {config.n} samples to {config.output} "
         f"({generated} tokens, {generated / max(seconds, 1e-9):.1f} tokens/s); "
-        f"skipped {len(problems)} malformed rows of {config.prompts}"
+        f"skipped {len(problems)} malformed rows of {config.prompts}; "
+        f"context: {fit.summary()}"
     )
     return 0
