@@ -1,11 +1,11 @@
-"""Tests for spar_jax.training.data / records: formats, masks, skips, truncation, batches, loading.
+"""Tests for spar_jax.training.data: formats, masks, skips, truncation, batches.
+
+Reading files and the LLaMA-Factory layouts are tested in tests/test_records.py.
 
 All on a tiny LLaMA-3-style tokenizer built locally (tests/tokenizer_fixtures.py).
 """
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
@@ -372,52 +372,3 @@ def test_sft_batch_contract(tok):
     assert b["tokens"].shape[1] == p.lengths.max()
     assert not b["loss_mask"][:, 0].any() and not (b["loss_mask"] & ~b["mask"]).any()
     assert bool(is_right_padded(b["mask"]))
-
-
-# --- Loading -----------------------------------------------------------------------------------
-
-
-def test_load_formats_give_the_same_records(tmp_path, tok):
-    import datasets
-
-    rows = [pair(0), {"prompt": "p", "chosen": "a", "rejected": "b"}, pair(2)]
-    rows[2]["messages"] = [{**SYSTEM, "train": False}, USER]  # optional keys: Arrow nulls
-    jsonl = tmp_path / "d.jsonl"
-    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "d.json").write_text(json.dumps(rows))
-    cache = str(tmp_path / "cache")
-    ds = data.load_records(jsonl, cache_dir=cache)
-    ds.to_parquet(str(tmp_path / "d.parquet"))
-    ds.save_to_disk(str(tmp_path / "saved"))
-    datasets.DatasetDict({"test": ds}).save_to_disk(str(tmp_path / "saved_dict"))
-    expected = data.prepare_dpo(rows, tok, max_length=128, strict=True)
-    sources = [
-        str(tmp_path / "d.json"),
-        str(tmp_path / "d.parquet"),
-        str(tmp_path / "saved"),
-        [str(jsonl)],
-    ]
-    for source in sources:
-        got = data.prepare_dpo(data.load_records(source, cache_dir=cache), tok, max_length=128)
-        assert got.num_examples == 3 and all(seqs(got, i) == seqs(expected, i) for i in range(3))
-    two = data.load_records([str(tmp_path / "d.j*")], cache_dir=cache)  # d.json, d.jsonl
-    assert len(two) == 6
-    assert len(data.load_records(tmp_path / "saved_dict", split="test")) == 3
-    with pytest.raises(DataError, match="no split 'train'"):
-        data.load_records(tmp_path / "saved_dict")
-
-
-def test_load_errors(tmp_path, monkeypatch):
-    with pytest.raises(FileNotFoundError, match=r"missing\.jsonl"):
-        data.load_records(tmp_path / "missing.jsonl")
-    with pytest.raises(FileNotFoundError, match=r"nothing\*.parquet"):
-        data.load_records(str(tmp_path / "nothing*.parquet"))
-    (tmp_path / "d.csv").write_text("a,b\n")
-    with pytest.raises(DataError, match=r"d.csv has an unknown extension"):
-        data.load_records(tmp_path / "d.csv")
-    (tmp_path / "bad.jsonl").write_text("{not json\n")
-    with pytest.raises(DataError, match=r"cannot read .*bad\.jsonl"):
-        data.load_records(tmp_path / "bad.jsonl", cache_dir=str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(FileNotFoundError, match=r"someone/some_dataset is not a local.*offline"):
-        data.load_records("someone/some_dataset")

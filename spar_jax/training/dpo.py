@@ -131,13 +131,14 @@ def train_dpo(config: Any, *, log: Callable[[str], None] = print) -> DPOResult:
     run = common.RunConfig.from_config(config)
     dpo = DPOConfig.from_config(config)
     tok = Tokenizer.load(run.tokenizer)
-    records = data.load_records(run.data)
+    records, read = data.load_records(run.data, strict=run.strict)
     prepared = data.prepare_dpo(
         records,
         tok,
         max_length=run.max_length,
         max_prompt_length=run.max_prompt_length,
         strict=run.strict,
+        report=read,
     )
     log(f"dpo data {run.data}: {prepared.report.summary()}")
 
@@ -181,11 +182,13 @@ def train_dpo(config: Any, *, log: Callable[[str], None] = print) -> DPOResult:
 
     eval_prepared = None
     if dpo.eval_data:
+        eval_records, eval_read = data.load_records(dpo.eval_data)
         eval_prepared = data.prepare_dpo(
-            data.load_records(dpo.eval_data),
+            eval_records,
             tok,
             max_length=run.max_length,
             max_prompt_length=run.max_prompt_length,
+            report=eval_read,
         )
         eval_reference = table_for(eval_prepared, "eval_" + REFERENCE_FILE)
 

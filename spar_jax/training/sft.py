@@ -28,13 +28,15 @@ def train_sft(config: Any, *, log: Callable[[str], None] = print) -> SFTResult:
     config = common.with_toy_data(config, "sft")
     run = common.RunConfig.from_config(config)
     tok = Tokenizer.load(run.tokenizer)
+    records, read = data.load_records(run.data, strict=run.strict)
     prepared = data.prepare_sft(
-        data.load_records(run.data),
+        records,
         tok,
         max_length=run.max_length,
         train_on=config.train_on,
         max_prompt_length=run.max_prompt_length,
         strict=run.strict,
+        report=read,
     )
     log(f"sft data {run.data}: {prepared.report.summary()}")
 
