@@ -134,6 +134,7 @@ def test_shellcheck_clean():
         "launch/common.sh",
         "launch/gpu_node.sh",
         "launch/slurm.sbatch",
+        "launch/tpu_lib.sh",
         "launch/tpu_pod.sh",
     } <= set(scripts)
     proc = subprocess.run(
@@ -151,7 +152,8 @@ def test_launchers_are_executable_bash():
         assert os.access(script, os.X_OK), f"chmod +x {script}"
         assert script.read_text().startswith(("#!/usr/bin/env bash\n", "#!/bin/bash\n"))
     assert re.search(r"^#SBATCH --ntasks-per-node=1$", SLURM.read_text(), re.M)
-    assert re.search(r"^#SBATCH --gpus-per-node=\d+$", SLURM.read_text(), re.M)
+    # GPUs per node come from sbatch's command line (or --gpus-per-node), never the script.
+    assert not re.search(r"^#SBATCH --(gpus-per-node|gres)", SLURM.read_text(), re.M)
 
 
 # ---------------------------------------------------------------------------
@@ -169,47 +171,70 @@ def test_help_lists_every_flag(script):
 
 
 # ---------------------------------------------------------------------------
-# TPU pod
+# TPU pod (the real code paths against a fake gcloud are in test_launch_tpu.py)
+
+
+def remote_script(ssh: list[str]) -> str:
+    return value(ssh, "--command")
 
 
 def test_tpu_dry_run_v5p_8():
-    lines = dry_run(TPU, "--name", "spar", "--zone", "us-east5-a", "--type", "v5p-8")
-    cmds = [c for line in lines for c in commands(line)]
-    assert cmds[0] == ["cd", str(ROOT)]
-    describe, create = cmds[1], cmds[2]
-    assert describe[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "describe", "spar"]
+    lines = dry_run(
+        TPU, "--name", "spar", "--zone", "us-east5-a", "--type", "v5p-8", "--run-id", "r7"
+    )
+    cmds = [c for line in lines for c in commands(line) if c[0] != "#"]
+    assert cmds[:2] == [["cd", str(ROOT)], ["mkdir", "-p", "logs/spar"]]
+    describe, create = cmds[2], cmds[3]
+    assert describe == [
+        *("gcloud", "compute", "tpus", "tpu-vm", "describe", "spar", "--zone=us-east5-a"),
+        "--format=value(state,acceleratorType)",
+    ]
     assert create[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "create", "spar"]
     assert {"--zone=us-east5-a", "--accelerator-type=v5p-8", "--version=v2-alpha-tpuv5"} <= set(
         create
     )
     assert "--spot" not in create and "--reserved" not in create
-    assert " || gcloud compute tpus tpu-vm create " in lines[1]  # reused when it exists
+    assert any("PREEMPTED" in line for line in lines if line.startswith("# "))
+
+    # The files git would commit, in an archive named after the run, removed once copied.
+    listing = next(c for c in cmds if c[:2] == ["git", "ls-files"])
+    assert {"--cached", "--others", "--exclude-standard", "-z"} <= set(listing)
+    tar = next(c for c in cmds if "tar" in c and "-czf" in c)
+    tarball = value(tar, "-czf")
+    assert tarball.endswith("/spar_jax-r7.tar.gz") and "--no-recursion" in tar
+    assert ["rm", "-f", tarball, tarball.replace(".tar.gz", ".files")] in cmds
+    setup = [line for line in lines if line.endswith(" 2>&1 | tee -a logs/spar/setup.log")]
+    assert len(setup) == 4  # tar, scp, unpack, install
 
     ssh = [c for c in cmds if c[4:5] == ["ssh"]]
     assert all("--worker=all" in c for c in ssh) and len(ssh) == 3  # unpack, install, run
     scp_up = [c for c in cmds if c[4:5] == ["scp"] and "--worker=all" in c]
-    assert len(scp_up) == 1 and scp_up[0][-2].startswith("spar:")
-    assert any(c[:2] == ["env", "COPYFILE_DISABLE=1"] and "tar" in c for c in cmds)
+    assert scp_up == [[*scp_up[0][:6], tarball, "spar:spar_jax-src-r7.tar.gz", "--worker=all"]]
 
-    install = value(ssh[1], "--command")
+    install = remote_script(ssh[1])
     assert f"requirements.txt 'jax[tpu]=={jax_version()}'" in install
     assert "-m venv .venv" in install and "--no-deps -e ." in install
 
-    remote = shlex.split(value(ssh[2], "--command"))
-    assert remote[:2] == ["cd", "spar_jax"]
-    assert env_of(remote)["SPAR_DISTRIBUTED"] == "auto"
-    assert user_command(remote)[: len(COMMAND)] == COMMAND
-    assert remote[-3:] == ["|", "tee", "logs/spar/worker.log"]
-    assert "| tee -a logs/spar/ssh.log" in next(
-        line for line in lines if "SPAR_DISTRIBUTED" in line
+    # The job: started detached with its output appended to the worker's log, unless
+    # run r7 already started there; then followed until it ends.
+    run = remote_script(ssh[2])
+    assert run.startswith("cd spar_jax && mkdir -p logs/spar && { if [ ")
+    assert '= r7 ]; then echo "run r7 already started' in run
+    assert "setsid nohup bash -c " in run
+    assert ">> logs/spar/worker.log 2>&1 < /dev/null & }" in run
+    assert "/tmp/libtpu_lockfile" in run and "lsof -t /dev/accel*" in run
+    assert 'tail -c +$((off + 1)) -F --pid="$pid" logs/spar/worker.log' in run
+    job = shlex.split(run.split("bash -c ", 1)[1].split(" >> logs/spar/worker.log")[0])
+    assert job[1] == "logs/spar" and env_of(job)["SPAR_DISTRIBUTED"] == "auto"
+    assert user_command(job) == COMMAND
+    assert next(line for line in lines if "setsid" in line).endswith(
+        " 2>&1 | tee -a logs/spar/ssh.log"
     )
 
     scp_down = [c for c in cmds if c[4:5] == ["scp"] and "--worker=all" not in c]
-    assert scp_down == [
-        [*c[:6], "spar:spar_jax/logs/spar/worker.log", "logs/spar/worker-0.log", "--worker=0"]
-        for c in scp_down
+    assert [c[-3:] for c in scp_down] == [
+        ["spar:spar_jax/logs/spar/worker.log", "logs/spar/worker-0.log", "--worker=0"]
     ]
-    assert len(scp_down) == 1
     assert not any("delete" in c for c in cmds)
 
 
@@ -219,27 +244,31 @@ def test_tpu_dry_run_pod_git_spot_delete():
         *("--name", "spar-70b", "--zone", "us-central2-b", "--type", "v4-32", "--spot"),
         *("--project", "my proj", "--git", "https://example.com/spar_jax.git", "--git-ref", "v1"),
         *("--remote-dir", "work/spar jax", "--env", "WANDB_MODE=offline", "--delete"),
-        *("--ssh-arg=--internal-ip", "--create-arg=--network=my-net", "--log-dir", "out/tpu"),
+        *("--ssh-arg=--internal-ip", "--scp-arg=--compress", "--create-arg=--network=my-net"),
+        *("--log-dir", "out/tpu"),
     )
-    cmds = [c for line in lines for c in commands(line)]
+    cmds = [c for line in lines for c in commands(line) if c[0] != "#"]
     create = next(c for c in cmds if c[4:5] == ["create"])
     assert {"--spot", "--network=my-net", "--version=tpu-ubuntu2204-base"} <= set(create)
     assert "--project=my proj" in create
     assert not any("tar" in c for c in cmds)  # cloned, not copied
     ssh = [c for c in cmds if c[4:5] == ["ssh"]]
     assert all({"--worker=all", "--internal-ip", "--project=my proj"} <= set(c) for c in ssh)
-    clone = value(ssh[0], "--command")
+    assert not any("--compress" in c for c in ssh)
+    clone = remote_script(ssh[0])
     assert "git clone --quiet https://example.com/spar_jax.git 'work/spar jax'" in clone
     assert "fetch --quiet origin v1" in clone
-    remote = shlex.split(value(ssh[-1], "--command"))
-    assert remote[:2] == ["cd", "work/spar jax"]
-    assert env_of(remote) == {
+    run = remote_script(ssh[-1])
+    assert run.startswith("cd 'work/spar jax' && ")
+    job = shlex.split(run.split("bash -c ", 1)[1].split(" >> logs/spar-70b/worker.log")[0])
+    assert env_of(job) == {
         "SPAR_DISTRIBUTED": "auto",
         "PYTHONUNBUFFERED": "1",
         "WANDB_MODE": "offline",
     }
-    # v4-32 is 4 hosts: one log copy per worker, then the VM is deleted.
+    # v4-32 is 4 hosts: one log copy per worker (scp flags only), then the VM is deleted.
     scp_down = [c for c in cmds if c[4:5] == ["scp"]]
+    assert all("--compress" in c and "--internal-ip" not in c for c in scp_down)
     assert [(c[-3], c[-2], c[-1]) for c in scp_down] == [
         (
             "spar-70b:work/spar jax/logs/spar-70b/worker.log",
@@ -252,12 +281,37 @@ def test_tpu_dry_run_pod_git_spot_delete():
     assert "--quiet" in cmds[-1]
 
 
+def test_tpu_dry_run_queued_and_attach():
+    base = ["--name", "q", "--zone", "z", "--type", "v6e-16"]
+    lines = dry_run(TPU, *base, "--queued", "--spot", "--delete", "--skip-copy")
+    cmds = [c for line in lines for c in commands(line) if c[0] == "gcloud"]
+    qr = [c for c in cmds if c[3] == "queued-resources"]
+    assert [c[4] for c in qr] == ["describe", "create", "describe", "delete"]
+    assert {
+        "--node-id=q",
+        "--accelerator-type=v6e-16",
+        "--runtime-version=v2-alpha-tpuv6e",
+        "--spot",
+    } <= set(qr[1])
+    assert "--format=value(state.state)" in qr[0] and "--force" in qr[-1]
+    assert len([c for c in cmds if c[4] == "scp"]) == 4  # v6e-16: 4 hosts of 4 chips
+
+    proc = run(TPU, *base, "--attach", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    cmds = [c for line in proc.stdout.splitlines() for c in commands(line) if c[0] == "gcloud"]
+    assert [c[4] for c in cmds] == ["describe", "ssh", "scp", "scp", "scp", "scp"]
+    follow = remote_script(cmds[1])
+    assert "tail -c" in follow and "setsid" not in follow and "pip" not in follow
+
+
 @pytest.mark.parametrize(
     "tpu_type, hosts, runtime",
     [
+        ("v4-8", 1, "tpu-ubuntu2204-base"),
         ("v5p-16", 2, "v2-alpha-tpuv5"),
         ("v5litepod-8", 1, "v2-alpha-tpuv5-lite"),
         ("v5litepod-16", 4, "v2-alpha-tpuv5-lite"),
+        ("v6e-8", 1, "v2-alpha-tpuv6e"),
         ("v6e-32", 8, "v2-alpha-tpuv6e"),
         ("v3-8", 1, "tpu-ubuntu2204-base"),
     ],
@@ -267,73 +321,6 @@ def test_tpu_hosts_and_runtime_by_type(tpu_type, hosts, runtime):
     cmds = [c for line in lines for c in commands(line)]
     assert f"--version={runtime}" in next(c for c in cmds if c[4:5] == ["create"])
     assert len([c for c in cmds if c[4:5] == ["scp"]]) == hosts
-
-
-def test_tpu_real_run_against_fake_gcloud(tmp_path):
-    """The real code path: a fake gcloud acts out the workers in a fake home."""
-    home, bin_dir = tmp_path / "home", tmp_path / "bin"
-    calls = tmp_path / "calls.jsonl"
-    (home / "spar_jax/.venv/bin").mkdir(parents=True)
-    # The workers' virtualenv: puts this test's python first on PATH.
-    (home / "spar_jax/.venv/bin/activate").write_text(
-        f"PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH\n"
-    )
-    bin_dir.mkdir()
-    fake = bin_dir / "gcloud"
-    fake.write_text(
-        f"#!{sys.executable}\n"
-        + textwrap.dedent(
-            f"""
-            import json, shutil, subprocess, sys
-            home, args = {str(home)!r}, sys.argv[1:]
-            with open({str(calls)!r}, "a") as f:
-                f.write(json.dumps(args) + "\\n")
-            verb = args[3]
-            if verb == "describe":
-                sys.exit(1)  # no such VM: the launcher creates it
-            if verb == "scp":
-                src, dst = [a for a in args[4:] if not a.startswith("--")]
-                if ":" in dst:
-                    shutil.copy(src, home + "/" + dst.split(":", 1)[1])
-                else:
-                    shutil.copy(home + "/" + src.split(":", 1)[1], dst)
-            if verb == "ssh":
-                script = args[args.index("--command") + 1]
-                check = ["-n"] if "pip install" in script else []  # parse, do not install
-                sys.exit(subprocess.run(["bash", *check, "-c", script], cwd=home).returncode)
-            """
-        )
-    )
-    fake.chmod(0o755)
-    probe = [
-        "python",
-        "-c",
-        "import json, os, sys; print(json.dumps([sys.argv[1:], os.environ['SPAR_DISTRIBUTED']])); "
-        "sys.exit(3)",
-        *TRICKY,
-    ]
-    args = ["--name", "fake", "--zone", "z", "--type", "v4-16", "--delete"]
-    args += ["--log-dir", str(tmp_path / "logs")]
-    env = _env({"TMPDIR": str(tmp_path)}, path_first=bin_dir)
-    proc = run(TPU, *args, "--", *probe, env=env)
-    assert proc.returncode == 3, proc.stderr  # the command's status
-    assert "failed with status 3" in proc.stderr.splitlines()[-1]
-
-    # What ran is what --dry-run prints.
-    planned = run(TPU, *args, "--dry-run", "--", *probe, env=env).stdout.splitlines()
-    planned = [c for line in planned for c in commands(line) if c[0] == "gcloud"]
-    ran = [["gcloud", *json.loads(line)] for line in calls.read_text().splitlines()]
-    assert ran == planned
-
-    # The code was unpacked on the "worker"; the command saw its arguments intact.
-    assert (home / "spar_jax/spar_jax/sharding.py").is_file()
-    assert not (home / "spar_jax/.git").exists()
-    expected = json.dumps([TRICKY, "auto"])
-    assert (home / "spar_jax/logs/fake/worker.log").read_text().strip() == expected
-    for i in range(2):
-        assert (tmp_path / f"logs/worker-{i}.log").read_text().strip() == expected
-    assert expected in (tmp_path / "logs/ssh.log").read_text()
-    assert ran[-1][4] == "delete"
 
 
 # ---------------------------------------------------------------------------
@@ -553,6 +540,12 @@ TPU_OK = ["--name", "spar", "--zone", "us-east5-a", "--type", "v5p-8"]
         (TPU, [*TPU_OK, "--workers", "0", "--", "x"], None, "--workers"),
         (TPU, [*TPU_OK, "--env", "NOEQUALS", "--", "x"], None, "--env KEY=VALUE"),
         (TPU, [*TPU_OK, "--git-ref", "v1", "--", "x"], None, "--git-ref needs --git"),
+        (TPU, ["--name", "s", "--zone", "z", "--type", "v5e-16", "--", "x"], None, "v5litepod-16"),
+        (TPU, [*TPU_OK, "--attach", "--", "x"], None, "--attach starts no command"),
+        (TPU, ["--name", "s", "--zone", "z", "--attach", "--dry-run"], None, "--type or --workers"),
+        (TPU, [*TPU_OK, "--scp-arg"], None, "--scp-arg needs a value"),
+        (TPU, [*TPU_OK, "--poll", "1m", "--", "x"], None, "--poll '1m'"),
+        (TPU, [*TPU_OK, "--run-id", "a b", "--", "x"], None, "--run-id 'a b'"),
         (GPU, [], None, "no command given"),
         (GPU, ["--gpu", "0", "--", "x"], None, "unknown flag --gpu"),
         (GPU, ["--gpus", "a,b", "--", "x"], None, "--gpus"),
