@@ -1,4 +1,10 @@
-"""Real two-process JAX runs on this machine (gloo collectives over 127.0.0.1)."""
+"""A real two-process run of the real command, joined as the launchers join them.
+
+Two `python -m spar_jax train-dpo` processes on this machine, each with 2 CPU devices,
+get only what launch/slurm.sbatch sets (SPAR_COORDINATOR, SPAR_NUM_PROCESSES,
+SPAR_PROCESS_ID): the entry point must start the multi-host runtime itself (gloo
+collectives over 127.0.0.1), or the (2, 2, 1) mesh finds 2 devices instead of 4.
+"""
 
 import json
 import os
@@ -9,6 +15,7 @@ import sys
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(ROOT, "configs", "dpo_demo.py")
 
 
 def _free_port() -> int:
@@ -17,54 +24,69 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_workers(outs, *extra) -> None:
-    """Runs tests/multihost_worker.py as processes 0 and 1; fails with their output."""
-    port = _free_port()
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    env.pop("XLA_FLAGS", None)
-    procs = []
-    for i, out in enumerate(outs):
-        os.makedirs(out, exist_ok=True)
-        worker = os.path.join(ROOT, "tests", "multihost_worker.py")
-        cmd = [sys.executable, worker, str(port), str(i), str(out), *extra]
-        procs.append(
-            subprocess.Popen(
-                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-            )
-        )
-    logs = []
-    for p in procs:
-        try:
-            logs.append(p.communicate(timeout=300)[0])
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-    for p, log in zip(procs, logs, strict=True):
-        assert p.returncode == 0, log[-3000:]
+def _args(out_dir: str, toy_dir: str, mesh: str) -> list[str]:
+    """train-dpo arguments shared by the two-process run and its single-process reference."""
+    return [
+        "train-dpo",
+        "--config",
+        DEMO,
+        f"--config.out_dir={out_dir}",
+        f"--config.toy_dir={toy_dir}",
+        f"--config.mesh={mesh}",
+        "--config.max_steps=3",
+        "--config.epochs=1",
+        "--config.checkpoint_every=2",
+        "--config.eval_data=",
+        "--config.progress=False",
+        "--config.pad_to_multiple=64",  # one batch shape: one compilation
+    ]
 
 
-def test_two_process_dpo_trainer_writes_once_and_matches(tmp_path):
-    from spar_jax import configs
-    from spar_jax.training import dpo, toy
-    from tests.multihost_worker import multihost_dpo_overrides
+def test_two_processes_of_the_command_join_write_once_and_match(tmp_path):
+    from spar_jax.cli import main
+    from spar_jax.training import toy
 
     toy_dir = str(tmp_path / "toy")
     toy.write_demo(toy_dir)  # written once, read by every process
     run = str(tmp_path / "run")
-    _run_workers([run, run], toy_dir)
+    port = _free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SPAR_", "XLA_", "JAX_"))}
+    procs = []
+    for i in range(2):
+        env = dict(
+            base,
+            PYTHONPATH=ROOT,
+            JAX_PLATFORMS="cpu",
+            XLA_FLAGS="--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0",
+            SPAR_COORDINATOR=f"127.0.0.1:{port}",
+            SPAR_NUM_PROCESSES="2",
+            SPAR_PROCESS_ID=str(i),
+        )
+        cmd = [sys.executable, "-m", "spar_jax", *_args(run, toy_dir, "(2,2,1)")]
+        procs.append(
+            subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        )
+    logs = []
+    try:
+        for p in procs:
+            logs.append(p.communicate(timeout=400)[0])
+    finally:
+        for p in procs:
+            p.kill()
+    for p, log in zip(procs, logs, strict=True):
+        assert p.returncode == 0, log[-3000:]
 
+    assert sorted(f for f in os.listdir(run) if "metrics" in f) == ["metrics.jsonl"]
     with open(os.path.join(run, "metrics.jsonl")) as f:
         steps = [json.loads(line) for line in f]
     assert [s["step"] for s in steps] == [1, 2, 3]  # one log, written by process 0 only
-    assert os.path.isfile(os.path.join(run, "loss.png"))
     assert sorted(os.listdir(os.path.join(run, "checkpoints"))) == ["2", "3"]
     assert os.path.isfile(os.path.join(run, "final_native", "model_config.json"))
 
-    config = configs.load(os.path.join(ROOT, "configs", "dpo_demo.py"))
-    for key, value in multihost_dpo_overrides(str(tmp_path / "single"), toy_dir).items():
-        config[key] = value
-    dpo.train_dpo(config, log=lambda _: None)
-    with open(tmp_path / "single" / "metrics.jsonl") as f:
+    single = str(tmp_path / "single")
+    assert main(_args(single, toy_dir, "(1,-1,1)")) == 0  # this process: 8 devices, no runtime
+    with open(os.path.join(single, "metrics.jsonl")) as f:
         want = [json.loads(line)["loss"] for line in f]
     np.testing.assert_allclose([s["loss"] for s in steps], want, rtol=1e-4)
