@@ -152,9 +152,16 @@ def lm_head(cfg: ModelConfig, params: Params) -> jax.Array:
     return params["lm_head"]
 
 
-def attention_impl(cfg: ModelConfig, *, cached: bool) -> str:
+# How a batch's rows are padded, as a caller declares it to `apply` (None: not declared).
+PADDINGS = (None, "left", "right")
+
+
+def attention_impl(cfg: ModelConfig, *, cached: bool, padding: str | None = None) -> str:
     """The attention `apply` runs: "xla" (masked), or "cudnn" / "xla_causal" (causal only,
     right padding; see `ModelConfig.attention`).
+
+    `attention="auto"` takes the fused kernel only for a batch declared right-padded
+    (`padding="right"`, as the trainers' batches are): any other layout gets the masked path.
 
     Raises:
       ValueError: `attention="cudnn"` on a backend other than GPU.
@@ -162,8 +169,11 @@ def attention_impl(cfg: ModelConfig, *, cached: bool) -> str:
     if cached:
         return "xla"
     on_gpu = jax.default_backend() in ("gpu", "cuda", "rocm")
+    if padding not in PADDINGS:
+        raise ValueError(f"padding={padding!r}; use one of {PADDINGS} (None: not declared)")
     if cfg.attention == "auto":
-        return "cudnn" if on_gpu and cfg.dtype in ("bfloat16", "float16") else "xla"
+        fused = on_gpu and cfg.dtype in ("bfloat16", "float16") and padding == "right"
+        return "cudnn" if fused else "xla"
     if cfg.attention == "cudnn" and not on_gpu:
         raise ValueError(
             f"attention='cudnn' needs a GPU, but JAX's backend is {jax.default_backend()!r}; "
@@ -172,7 +182,7 @@ def attention_impl(cfg: ModelConfig, *, cached: bool) -> str:
     return cfg.attention
 
 
-def _positions_and_mask(cfg, tokens, positions, mask, cache):
+def _positions_and_mask(tokens, positions, mask, cache):
     B, T = tokens.shape
     mask = jnp.ones((B, T), bool) if mask is None else mask.astype(bool)
     if positions is None:
@@ -191,6 +201,7 @@ def apply(
     cache: KVCache | None = None,
     *,
     return_hidden: bool = False,
+    padding: str | None = None,
 ) -> tuple[jax.Array, KVCache | None]:
     """Runs the model on a batch of token ids.
 
@@ -201,20 +212,23 @@ def apply(
       positions: [B, T] positions; by default counted over `mask`, continuing
         from the tokens already in `cache`.
       mask: [B, T] bool, False at padding. Padding may be on either side, except under
-        causal-only attention (`attention_impl(...) != "xla"`: by default on a GPU in
-        16-bit, never with a cache), which needs right padding and returns NaN for the
-        whole batch otherwise.
+        causal-only attention (`attention="cudnn"` / `"xla_causal"`, or "auto" on a GPU in
+        16-bit with `padding="right"`; never with a cache), which needs right padding and
+        returns NaN for the whole batch otherwise.
       cache: a `KVCache`; the tokens are written at `cache.index` and attend
         to every earlier real slot. The caller sizes the cache (writing past
         its end is not checked inside jit).
       return_hidden: return the final normed hidden states [B, T, D] instead
         of logits (for vocabulary-chunked losses).
+      padding: "right" declares every row's real tokens to start at column 0, which
+        lets `attention="auto"` take the fused kernel on a GPU; None (unknown) or "left"
+        keep "auto" on the masked path.
     Returns:
       (logits [B, T, V] float32, the updated cache or None).
     """
-    positions, mask = _positions_and_mask(cfg, tokens, positions, mask, cache)
+    positions, mask = _positions_and_mask(tokens, positions, mask, cache)
     T = tokens.shape[1]
-    impl = attention_impl(cfg, cached=cache is not None)
+    impl = attention_impl(cfg, cached=cache is not None, padding=padding)
     fused = impl != "xla"  # causal only, never with a cache: no masks to build
     if cache is None:
         kv, index = None, jnp.zeros((), jnp.int32)
