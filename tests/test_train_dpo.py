@@ -141,6 +141,65 @@ def test_causal_only_attention_step_equals_masked_attention():
     assert_trees_close(got.params, want.params)
 
 
+def _padded_rows(rng, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """``[B, T]`` tokens and mask of rows of 5..16 real tokens, padded on ``side``."""
+    lengths = rng.integers(5, T + 1, B)
+    lengths[0] = T  # one full row
+    tokens = np.zeros((B, T), np.int32)
+    mask = np.zeros((B, T), bool)
+    for i, n in enumerate(lengths):
+        cols = slice(T - n, T) if side == "left" else slice(0, n)
+        tokens[i, cols] = rng.integers(5, V, n)
+        mask[i, cols] = True
+    return tokens, mask
+
+
+def test_auto_attention_fuses_only_declared_right_padding(monkeypatch):
+    """On a GPU in bfloat16, ``attention="auto"`` may take cuDNN's causal-only kernel, which is
+    wrong for left padding. Here the backend reads as a GPU and the kernel is its CPU stand-in
+    (``xla_causal``'s contract: causal, no padding mask). A left-padded scoring pass stays on
+    the masked path; the trainers' right-padded batches, declared so, take the kernel."""
+    from spar_jax.models import layers
+
+    cfg, params = small_model()
+    cfg = cfg.replace(dtype="bfloat16")
+    kernel_calls = []
+    causal = layers.causal_attention
+
+    def stand_in(q, k, v, *, implementation=None):
+        kernel_calls.append(implementation)
+        return causal(q, k, v, implementation="xla")
+
+    def logits(cfg, tokens, mask, padding=None):
+        fn = jax.jit(lambda p, t, m: models.apply(cfg, p, t, mask=m, padding=padding)[0])
+        return np.asarray(fn(params, tokens, mask), np.float32)
+
+    rng = np.random.default_rng(7)
+    left, left_mask = _padded_rows(rng, "left")
+    right, right_mask = _padded_rows(rng, "right")
+    want_left = logits(cfg.replace(attention="xla"), left, left_mask)
+    want_right = logits(cfg.replace(attention="xla"), right, right_mask)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(layers, "causal_attention", stand_in)
+
+    for padding in (None, "left"):
+        got = logits(cfg, left, left_mask, padding)
+        assert not kernel_calls
+        np.testing.assert_array_equal(got[left_mask], want_left[left_mask])
+    got = logits(cfg, right, right_mask, "right")
+    assert set(kernel_calls) == {"cudnn"}  # the fused kernel, as it would run on a GPU
+    np.testing.assert_allclose(got[right_mask], want_right[right_mask], atol=0.05)
+    assert np.isfinite(got).all()
+    # The stand-in really is wrong for left padding (so the first check could fail).
+    assert np.isnan(logits(cfg.replace(attention="xla_causal"), left, left_mask)).all()
+
+    # The train step declares its right padding: it takes the kernel.
+    kernel_calls.clear()
+    batch = device_batch(toy.dpo_token_batch(np.random.default_rng(8), B, T, V))
+    jax.jit(steps.make_reference_fn(cfg)).lower(params, batch)
+    assert set(kernel_calls) == {"cudnn"}
+
+
 def test_gradient_accumulation_equals_one_big_batch():
     _, params = small_model()
     batch = toy.dpo_token_batch(np.random.default_rng(2), B, T, V, padding_rows=3)

@@ -75,11 +75,14 @@ def target_logps(
     Args:
       cfg: model config (its ``dtype`` is the compute dtype; params stay as they are).
       params: parameter pytree.
-      tokens, mask: ``[B, T]`` inputs and their real-token mask.
+      tokens, mask: ``[B, T]`` inputs and their real-token mask, right-padded.
       targets, target_mask: ``[B, T]`` from ``shift_targets``.
       chunk_size: vocabulary columns per chunk of the log-softmax.
     """
-    hidden, _ = models.apply(cfg, params, tokens, mask=mask, return_hidden=True)  # [B, T, D]
+    # The batch contract is right padding: declared, so that attention="auto" may fuse.
+    hidden, _ = models.apply(
+        cfg, params, tokens, mask=mask, return_hidden=True, padding="right"
+    )  # [B, T, D]
     head = models.lm_head(cfg, params).astype(hidden.dtype)  # [D, V]
     return logprobs.sequence_logps_from_hidden(
         hidden, head, targets, target_mask, chunk_size=chunk_size
