@@ -1,0 +1,1 @@
+"""Evaluation: IFEval with the official checks, judge accuracy, inference-time scaling."""

@@ -1,0 +1,53 @@
+"""Loading a chat model for evaluation, and greedy answers to plain prompts.
+
+    chat = load_chat("/ckpt/model")                       # spar.generator.ChatModel
+    answers = greedy_answers(chat, ["Write a haiku."], max_new_tokens=1280)
+
+Each prompt is one user turn (after an optional system turn) in the model's
+chat format (`spar_jax.tokenizer`). All prompts go to the sampler in one call
+(batched by `max_batch` rows). A prompt too long for the context is skipped and
+answered with "" (a blank answer fails every IFEval instruction); the count is in
+`chat.stats["skipped_too_long"]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from spar_jax.sampling import SamplingParams
+
+
+def load_chat(
+    model: str,
+    tokenizer: str = "",
+    *,
+    dtype: str = "bfloat16",
+    max_batch: int = 64,
+    max_cache_gib: float = 0.0,
+):
+    """A `spar.generator.ChatModel` over the Hugging Face checkpoint directory `model`."""
+    import jax.numpy as jnp
+
+    from spar_jax import models
+    from spar_jax.spar.generator import ChatModel
+    from spar_jax.tokenizer import Tokenizer
+
+    tok = Tokenizer.load(tokenizer or model)
+    cfg, params = models.load_hf(model, dtype=jnp.dtype(dtype))
+    budget = int(max_cache_gib * 2**30) or None
+    return ChatModel(cfg, params, tok, max_batch=max_batch, max_cache_bytes=budget)
+
+
+def conversation(prompt: str, system_prompt: str = "") -> list[dict]:
+    """[system turn,] user turn."""
+    turns = [{"role": "user", "content": prompt}]
+    return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + turns
+
+
+def greedy_answers(
+    chat, prompts: Sequence[str], *, max_new_tokens: int = 1280, system_prompt: str = ""
+) -> list[str]:
+    """[len(prompts)] greedy replies of `chat` (any `spar.generator.ChatGenerator`)."""
+    params = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens)
+    convs = [conversation(p, system_prompt) for p in prompts]
+    return [texts[0] for texts in chat.generate(convs, params, n=1, seed=0)]
