@@ -156,11 +156,19 @@ tpu_check_vm_type() {
 # group), job.offset (worker.log's size when the run started), job.run (the
 # run id, written once the job has started), job.status (its exit status).
 
+# Stops the job recorded in job.pid (its whole process group): TERM, then
+# KILL after 3 s.
+tpu_stop_script() {
+  local d=$1
+  printf '%s' "if [ -s $d/job.pid ] && kill -TERM -- -\"\$(cat $d/job.pid)\" 2>/dev/null; then" \
+    " echo \"stopped the job on \$(hostname)\"; sleep 3; kill -KILL -- -\"\$(cat $d/job.pid)\" 2>/dev/null; fi; true"
+}
+
 # Stops leftovers from an earlier run: the job recorded in job.pid, then any
 # process holding a TPU device, then libtpu's lockfile.
 tpu_cleanup_script() {
   local d=$1
-  printf '%s' "{ if [ -s $d/job.pid ]; then kill -TERM -- -\"\$(cat $d/job.pid)\" 2>/dev/null && sleep 3; kill -KILL -- -\"\$(cat $d/job.pid)\" 2>/dev/null; fi;" \
+  printf '%s' "{ $(tpu_stop_script "$d");" \
     " pids=\$(sudo -n lsof -t /dev/accel* /dev/vfio/[0-9]* 2>/dev/null | sort -u | tr '\\n' ' ');" \
     " if [ -n \"\$pids\" ]; then echo \"stopping processes that hold the TPU: \$pids\"; sudo -n kill \$pids; sleep 3; sudo -n kill -9 \$pids 2>/dev/null; fi;" \
     " sudo -n rm -f /tmp/libtpu_lockfile 2>/dev/null || rm -f /tmp/libtpu_lockfile; true; }"

@@ -12,7 +12,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/tpu_lib.sh"
 usage() {
   cat <<'EOF_USAGE'
 usage: launch/tpu_pod.sh --name NAME --zone ZONE --type TYPE [flags] -- COMMAND [ARG...]
-       launch/tpu_pod.sh --name NAME --zone ZONE --attach [flags]
+       launch/tpu_pod.sh --name NAME --zone ZONE --attach|--stop [flags]
 
 Creates the Cloud TPU VM NAME, or reuses it when it is READY and of type TYPE
 (a PREEMPTED or TERMINATED VM is deleted and created again); copies this
@@ -22,8 +22,9 @@ then starts COMMAND on all workers at once, detached from the SSH session,
 with SPAR_DISTRIBUTED=auto (JAX finds the other hosts itself). The launcher
 follows the workers' logs until the job ends, copies them to
 LOG_DIR/worker-<i>.log and exits with the job's status. A dropped connection
-or Ctrl-C leaves the job running: --attach follows it again. COMMAND runs in
-the project directory with the virtualenv active.
+or Ctrl-C leaves the job running (unless --delete deletes the VM): --attach
+follows it again, --stop stops it. COMMAND runs in the project directory with
+the virtualenv active.
 
 required:
   --name NAME         TPU VM name: lowercase letters, digits and hyphens
@@ -48,8 +49,8 @@ TPU VM:
   --workers N         number of hosts in the slice (default: from --type;
                       needed for a type this script does not know)
   --delete            delete the VM at the end (after copying the logs), also
-                      when COMMAND failed or the launcher is interrupted, but
-                      only when this run created it
+                      when COMMAND failed or the launcher got Ctrl-C or SIGTERM
+                      (not SIGHUP, a lost terminal), but only when this run created it
   --delete-reused     like --delete, also when the VM already existed
 
 code and packages on the workers:
@@ -70,6 +71,8 @@ gcloud:
 run:
   --attach            start nothing: follow the job already running on NAME,
                       copy its logs and exit with its status
+  --stop              start nothing: stop the job running on NAME (its process
+                      group on every worker) and copy its logs
   --run-id ID         names this run on the workers, so that a repeated start
                       command attaches instead of starting again
                       (default: NAME-<UTC date and time>-<pid>)
@@ -88,7 +91,7 @@ EOF_USAGE
 
 NAME='' ZONE='' TYPE='' VERSION='' PROJECT='' WORKERS='' GIT_URL='' GIT_REF='' RUN_ID=''
 REMOTE_DIR=spar_jax PYTHON=python3.11 LOG_DIR='' QUEUED_RETRIES=3 POLL_S=60
-SPOT=0 RESERVED=0 QUEUED=0 DELETE=0 DELETE_REUSED=0 SKIP_COPY=0 SKIP_INSTALL=0 ATTACH=0
+SPOT=0 RESERVED=0 QUEUED=0 DELETE=0 DELETE_REUSED=0 SKIP_COPY=0 SKIP_INSTALL=0 ATTACH=0 STOP=0
 EXTRA_ENV=() SSH_ARGS=() SCP_ARGS=() CREATE_ARGS=() SPAR_CMD=()
 
 spar_split_args "$@"
@@ -121,6 +124,7 @@ while (($#)); do
     --skip-install) SKIP_INSTALL=1 ;;
     --env) spar_takes_value "$@" && spar_check_env_kv --env "$2" && EXTRA_ENV+=("$2") && shift ;;
     --attach) ATTACH=1 ;;
+    --stop) ATTACH=1 && STOP=1 ;;
     --run-id) spar_takes_value "$@" && RUN_ID=$2 && shift ;;
     --log-dir) spar_takes_value "$@" && LOG_DIR=$2 && shift ;;
     --) shift && SPAR_CMD=("$@") && break ;;
@@ -148,8 +152,10 @@ fi
 ((SPOT && RESERVED)) && spar_usage_error "--spot and --reserved exclude each other; pass one of them"
 [[ -z $GIT_REF || -n $GIT_URL ]] || spar_usage_error "--git-ref needs --git URL"
 if ((ATTACH)); then
-  ((${#SPAR_CMD[@]} == 0)) || spar_usage_error "--attach starts no command; drop --attach or the command after --"
-  [[ -n $WORKERS ]] || ! ((SPAR_DRY_RUN)) || spar_usage_error "--dry-run --attach needs --type or --workers"
+  flag=--attach
+  ((STOP)) && flag=--stop
+  ((${#SPAR_CMD[@]} == 0)) || spar_usage_error "$flag starts no command; drop $flag or the command after --"
+  [[ -n $WORKERS ]] || ! ((SPAR_DRY_RUN)) || spar_usage_error "--dry-run $flag needs --type or --workers"
 else
   spar_need_command "python -m spar_jax spar --config configs/spar_llama3_8b.py"
 fi
@@ -187,7 +193,7 @@ tmp=${tmp%/}
 tarball=$tmp/spar_jax-$RUN_ID.tar.gz
 filelist=$tmp/spar_jax-$RUN_ID.files
 remote_tarball=spar_jax-src-$RUN_ID.tar.gz
-CREATED=0 STARTED=0 FINISHED=0 follower=''
+CREATED=0 STARTED=0 FINISHED=0 HUNG_UP=0 follower=''
 VM_STATE='' VM_TYPE='' QR_STATE=''
 
 # The end of every run, normal or not: copy the logs of a started job, then
@@ -206,7 +212,9 @@ finish() {
         spar_note "could not copy worker $i's log"
     done
   fi
-  if ((DELETE && (CREATED || DELETE_REUSED))); then
+  if ((HUNG_UP)); then
+    spar_note "kept TPU VM $NAME: the launcher lost its terminal; the job keeps running (--attach follows it)"
+  elif ((DELETE && (CREATED || DELETE_REUSED))); then
     tpu_delete || {
       spar_note "could not delete TPU VM $NAME: delete it yourself, it is billed while it exists"
       ((rc)) || rc=1
@@ -214,7 +222,7 @@ finish() {
   elif ((DELETE)); then
     spar_note "kept TPU VM $NAME: this run did not create it (--delete-reused deletes it too)"
   elif ((STARTED && rc)); then
-    spar_note "if the job still runs, follow it with: $SPAR_PROG --name $NAME --zone $ZONE${PROJECT:+ --project $PROJECT} --attach"
+    spar_note "if the job still runs, follow it with: $SPAR_PROG --name $NAME --zone $ZONE${PROJECT:+ --project $PROJECT} --attach (--stop stops it)"
   fi
   ((rc == 0 || !report)) || spar_note "failed with status $rc; logs in $LOG_DIR"
   return "$rc"
@@ -228,6 +236,7 @@ on_exit() {
 # shellcheck disable=SC2329
 on_signal() {
   spar_note "interrupted by SIG$1"
+  [[ $1 != HUP ]] || HUNG_UP=1
   exit "$2"
 }
 trap on_exit EXIT
@@ -307,7 +316,9 @@ fi
 # output of all workers, interleaved.
 if ! ((status)); then
   run="cd $rdir && mkdir -p $logd && "
-  if ((ATTACH)); then
+  if ((STOP)); then
+    run+=$(tpu_stop_script "$logd")
+  elif ((ATTACH)); then
     run+=$(tpu_follow_script "$logd")
   else
     job=(env SPAR_DISTRIBUTED=auto PYTHONUNBUFFERED=1 ${EXTRA_ENV[@]+"${EXTRA_ENV[@]}"} "${SPAR_CMD[@]}")

@@ -542,6 +542,7 @@ TPU_OK = ["--name", "spar", "--zone", "us-east5-a", "--type", "v5p-8"]
         (TPU, [*TPU_OK, "--git-ref", "v1", "--", "x"], None, "--git-ref needs --git"),
         (TPU, ["--name", "s", "--zone", "z", "--type", "v5e-16", "--", "x"], None, "v5litepod-16"),
         (TPU, [*TPU_OK, "--attach", "--", "x"], None, "--attach starts no command"),
+        (TPU, [*TPU_OK, "--stop", "--", "x"], None, "--stop starts no command"),
         (TPU, ["--name", "s", "--zone", "z", "--attach", "--dry-run"], None, "--type or --workers"),
         (TPU, [*TPU_OK, "--scp-arg"], None, "--scp-arg needs a value"),
         (TPU, [*TPU_OK, "--poll", "1m", "--", "x"], None, "--poll '1m'"),

@@ -297,6 +297,36 @@ def test_interrupt_leaves_the_job_running_and_attach_follows_it(world):
     assert world.verbs()[-3:] == ["tpu-vm describe", "tpu-vm ssh", "tpu-vm scp"]
 
 
+def test_hangup_keeps_the_vm_and_stop_stops_the_job(world):
+    """A lost terminal (SIGHUP) is not an interrupt: the job and the VM stay, --stop ends it."""
+    world.script()
+    args = ["--type", "v4-8", "--skip-install", "--delete"]
+    proc = subprocess.Popen(
+        world.argv(*args, command=probe(world.dir, 0, world.dir / "never")),
+        env=world.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: (world.job_dir() / "job.run").exists())
+        proc.send_signal(signal.SIGHUP)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 129
+    assert "kept TPU VM fake: the launcher lost its terminal" in err
+    assert "tpu-vm delete" not in world.verbs()
+    pid = int((world.job_dir() / "job.pid").read_text())
+    os.killpg(pid, 0)  # still running
+
+    stop = world.launch("--stop")
+    assert stop.returncode == 0, stop.stderr
+    assert "stopped the job" in (world.logs / "ssh.log").read_text()
+    with pytest.raises(ProcessLookupError):
+        wait_until(lambda: os.killpg(pid, 0) and False, timeout=10)
+
+
 def test_dropped_ssh_retry_attaches_instead_of_restarting(world):
     world.script(drop_ssh_once=True)
     proc = world.launch("--type", "v4-8", "--skip-install", command=probe(world.dir, 0))
