@@ -163,7 +163,7 @@ def test_dfs_visits_in_preorder():
     # Root, its best child r0/1, then r0/1's best two (depth 2; their children are at
     # max_depth and not expanded), then r0/0 and its first two children.
     assert expanded == ["r0", "r0/1", "r0/1/2", "r0/1/0", "r0/0", "r0/0/0", "r0/0/1"]
-    assert tree["reason"] == "max_depth"
+    assert tree["reason"] == "exhausted"
 
 
 def test_value_proportional_selection():

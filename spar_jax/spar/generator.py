@@ -11,11 +11,10 @@ texts depend on (seed, the conversations in order, the model), never on how the
 sampler splits them into chunks, so a resumed run that repeats a call repeats
 its outputs.
 
-A conversation whose prompt does not fit the context (prompt tokens +
-max_new_tokens > max_position_embeddings) follows `prompt_overflow`: "skip"
-(the default) returns "" for each of its samples and counts it in
-`stats["skipped_too_long"]`; "truncate" keeps the prompt's last tokens that fit
-(counted in `stats["truncated"]`); "error" raises.
+A conversation whose prompt does not fit the context follows the project's
+policy (`sampling.context`, setting `prompt_overflow`): "skip" (the default)
+returns "" for each of its samples; "truncate_left" keeps the prompt's last
+tokens that fit. Both are counted in `stats` ("skipped_too_long", "truncated").
 """
 
 from __future__ import annotations
@@ -30,10 +29,9 @@ import jax
 import numpy as np
 
 from spar_jax import sampling
-from spar_jax.sampling import SamplingParams
+from spar_jax.sampling import SamplingParams, context
 
 Conversation = list[dict]
-OVERFLOW_POLICIES = ("skip", "truncate", "error")
 
 
 def derive_seed(*parts: object) -> int:
@@ -73,9 +71,9 @@ class ChatModel:
         max_cache_bytes: int | None = None,
         prompt_overflow: str = "skip",
     ):
-        if prompt_overflow not in OVERFLOW_POLICIES:
-            raise ValueError(
-                f"prompt_overflow={prompt_overflow!r}: use one of {', '.join(OVERFLOW_POLICIES)}"
+        if prompt_overflow not in context.POLICIES:
+            raise context.ContextError(
+                f"prompt_overflow={prompt_overflow!r}; use one of {context.POLICIES}"
             )
         self.cfg, self.params, self.tokenizer = cfg, params, tokenizer
         self.max_batch, self.max_cache_bytes = max_batch, max_cache_bytes
@@ -93,25 +91,14 @@ class ChatModel:
         out: list[list[str]] = [[""] * n for _ in conversations]
         if not conversations:
             return out
-        budget = self.cfg.max_position_embeddings - int(np.max(sampling_params.max_new_tokens))
-        keep, ids = [], []
-        for i, conv in enumerate(conversations):
-            tokens = self.tokenizer.encode_prompt(conv)
-            if len(tokens) > budget:
-                if self.prompt_overflow == "error" or budget < 1:
-                    raise ValueError(
-                        f"conversation {i} has {len(tokens)} prompt tokens but only {budget} fit "
-                        f"(max_position_embeddings={self.cfg.max_position_embeddings} minus "
-                        f"max_new_tokens); shorten it, lower max_new_tokens, or set "
-                        f"prompt_overflow='skip' or 'truncate'"
-                    )
-                if self.prompt_overflow == "skip":
-                    self.stats["skipped_too_long"] += 1
-                    continue
-                tokens = tokens[-budget:]
-                self.stats["truncated"] += 1
-            keep.append(i)
-            ids.append(tokens)
+        ids, keep, report = context.fit_prompts(
+            [self.tokenizer.encode_prompt(c) for c in conversations],
+            max_new_tokens=int(np.max(sampling_params.max_new_tokens)),
+            max_positions=self.cfg.max_position_embeddings,
+            policy=self.prompt_overflow,
+        )
+        self.stats["skipped_too_long"] += len(report.skipped)
+        self.stats["truncated"] += len(report.truncated)
         self.stats["calls"] += 1
         self.stats["conversations"] += len(conversations)
         if not keep:

@@ -124,7 +124,8 @@ def init_search(roots: list[dict], config: SearchConfig, seed: int = 0) -> dict:
                 "prompt_id": root.get("prompt_id", str(i)),
                 "row": root,
                 "status": "running",  # -> "passed" | "failed"
-                "reason": None,  # why a failed tree stopped: max_depth | budget | no_children
+                "reason": None,  # why a tree failed: max_depth | no_children (BFS) | exhausted
+                # (DFS: nothing left to expand) | budget
                 "final": None,  # node id of the result
                 "nodes": [node],
                 "open": [0],  # BFS: the frontier; DFS: the stack (top last)
@@ -229,6 +230,7 @@ def search_step(state: dict, refiner: ChatGenerator, judge: Judge, seed: int | N
             tree["open"].extend(reversed(deeper))
         if not tree["open"]:
             reason = "max_depth" if chosen else "no_children"
+            reason = reason if cfg.algorithm == "bfs" else "exhausted"
             _finish(tree, "failed", reason, best_node(tree)["id"])
     state["step"] = step + 1
     state["done"] = all(tree["status"] != "running" for tree in state["trees"])
@@ -240,13 +242,13 @@ def _refine(state, cfg: SearchConfig, requests, refiner, base: int, step: int) -
     sampling = cfg.sampling()
     slots: dict[tuple[int, int], tuple[str, str] | None] = {}
     convs = []
-    for t, nid, _ in requests:
+    for t, nid, allowed in requests:
         tree = state["trees"][t]
         node = tree["nodes"][nid]
         convs.append(
             prompts.refine_messages(tree["row"]["prompt"], node["response"], node["critique"])
         )
-        tree["counts"]["refinements"] += 1
+        tree["counts"]["refinements"] += allowed
     outs = refiner.generate(convs, sampling, cfg.branch, derive_seed(base, step, "refine", 0))
     for r, (_, _, allowed) in enumerate(requests):
         for s in range(allowed):
