@@ -1,4 +1,9 @@
-"""The memory planner against XLA's buffer assignment of the real train steps."""
+"""The memory planner against XLA's buffer assignment of the real train steps, and its command."""
+
+import json
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +13,8 @@ from spar_jax import models, plan
 from spar_jax.__main__ import main
 from spar_jax.training import optim, steps
 from spar_jax.training.state import TrainState
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _measured(cfg, kind, batch_size, length, accum, chunk):
@@ -126,3 +133,50 @@ def test_trainer_refuses_a_run_that_cannot_fit(monkeypatch, tmp_path):
     ):
         sft.train_sft(config, log=lambda _: None)
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def _plan_command(*args: str) -> subprocess.CompletedProcess:
+    """`python -m spar_jax plan ARGS` in a fresh process, as a user runs it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPAR_")}
+    return subprocess.run(
+        [sys.executable, "-m", "spar_jax", "plan", *args],
+        cwd=ROOT,
+        env=dict(env, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_plan_command_reads_the_model_the_config_names(tmp_path):
+    """A checkpoint directory with only a config.json (HF) or model_config.json (native)."""
+    cfg = models.preset("llama3_2_1b")  # not the config's own model (LLaMA-3-8B)
+    hf_dir, native_dir = tmp_path / "hf", tmp_path / "native"
+    hf_dir.mkdir()
+    native_dir.mkdir()
+    (hf_dir / "config.json").write_text(json.dumps(models.config_to_hf(cfg)))
+    (native_dir / "model_config.json").write_text(cfg.to_json())
+    config = ["--config", "configs/dpo_llama3_8b.py", "--devices", "8", "--device", "h100"]
+    from spar_jax import configs
+
+    c = configs.load("configs/dpo_llama3_8b.py")
+    want = plan.plan(
+        cfg.replace(remat_policy=c.remat, dtype=c.compute_dtype),
+        (1, 8, 1),
+        batch_size=c.batch_size,
+        length=c.max_length,
+        grad_accum_steps=c.grad_accum_steps,
+        chunk_size=c.chunk_size,
+    )
+    for d in (hf_dir, native_dir):
+        r = _plan_command(*config, f"--config.model={d}")
+        assert r.returncode == 0, r.stderr
+        assert f"{models.count_params(cfg):,} parameters" in r.stdout
+        assert "per-device memory" in r.stdout
+        total = f"  {'total':<20} {plan.size_str(want.total):>12}"
+        assert total in r.stdout.splitlines()  # with the config's batch, length and mesh
+    r = _plan_command(*config, f"--config.model={hf_dir}", "--preset", "llama3_8b")
+    assert f"{models.count_params(models.preset('llama3_8b')):,} parameters" in r.stdout
+    r = _plan_command(*config, f"--config.model={tmp_path / 'missing'}")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert "missing' is neither a preset nor a directory" in r.stderr
