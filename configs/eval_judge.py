@@ -1,0 +1,28 @@
+r"""Judge accuracy of a refiner: its verdicts on labelled (prompt, response, label) rows.
+
+    python -m spar_jax eval judge --config configs/eval_judge.py \
+        --config.model=/ckpt/refiner --config.data=labelled.jsonl
+
+`data`: JSONL rows {"prompt", "response", "label": 1 | 0}, or the metrics.json
+of `eval ifeval` (labels = the official checks' prompt-level strict verdicts).
+Prints accuracy and F1 with majority voting over each number of votes.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.model = ""  # the refiner: Hugging Face checkpoint directory (required)
+    c.tokenizer = ""  # "" = the model directory
+    c.dtype = "bfloat16"
+    c.data = ""  # labelled JSONL, or an `eval ifeval` metrics.json (required)
+    c.votes = (1, 3, 5)  # majority voting over the first k sampled votes, for each k
+    c.temperature = 0.7  # the judge's self-play sampling
+    c.top_p = 1.0
+    c.max_new_tokens = 2048
+    c.seed = 0
+    c.max_batch = 64
+    c.max_cache_gib = 0.0
+    c.output = ""  # JSON report written here when set
+    return c
