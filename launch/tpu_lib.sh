@@ -157,11 +157,13 @@ tpu_check_vm_type() {
 # run id, written once the job has started), job.status (its exit status).
 
 # Stops the job recorded in job.pid (its whole process group): TERM, then
-# KILL after 3 s.
+# KILL if it is still there after 10 s.
 tpu_stop_script() {
   local d=$1
-  printf '%s' "if [ -s $d/job.pid ] && kill -TERM -- -\"\$(cat $d/job.pid)\" 2>/dev/null; then" \
-    " echo \"stopped the job on \$(hostname)\"; sleep 3; kill -KILL -- -\"\$(cat $d/job.pid)\" 2>/dev/null; fi; true"
+  printf '%s' "if [ -s $d/job.pid ] && pg=\$(cat $d/job.pid) && kill -TERM -- -\"\$pg\" 2>/dev/null; then" \
+    " echo \"stopping the job on \$(hostname)\"; i=0;" \
+    " while kill -0 -- -\"\$pg\" 2>/dev/null && [ \$i -lt 100 ]; do sleep 0.1; i=\$((i + 1)); done;" \
+    " kill -KILL -- -\"\$pg\" 2>/dev/null; fi; true"
 }
 
 # Stops leftovers from an earlier run: the job recorded in job.pid, then any
@@ -194,7 +196,7 @@ tpu_follow_script() {  # tpu_follow_script LOGD
   local d=$1
   printf '%s' "pid=\$(cat $d/job.pid 2>/dev/null) && off=\$(cat $d/job.offset 2>/dev/null)" \
     " || { echo \"no job was started on \$(hostname)\" >&2; exit 1; };" \
-    " tail -c +\$((off + 1)) -F --pid=\"\$pid\" $d/worker.log 2>/dev/null;" \
+    " tail -c +\$((off + 1)) -F -s 0.5 --pid=\"\$pid\" $d/worker.log 2>/dev/null;" \
     " status=\$(cat $d/job.status 2>/dev/null);" \
     " [ -n \"\$status\" ] || { echo \"the job on \$(hostname) ended without an exit status (killed)\" >&2; status=1; };" \
     " exit \"\$status\""

@@ -223,7 +223,7 @@ def test_tpu_dry_run_v5p_8():
     assert "setsid nohup bash -c " in run
     assert ">> logs/spar/worker.log 2>&1 < /dev/null & }" in run
     assert "/tmp/libtpu_lockfile" in run and "lsof -t /dev/accel*" in run
-    assert 'tail -c +$((off + 1)) -F --pid="$pid" logs/spar/worker.log' in run
+    assert 'tail -c +$((off + 1)) -F -s 0.5 --pid="$pid" logs/spar/worker.log' in run
     job = shlex.split(run.split("bash -c ", 1)[1].split(" >> logs/spar/worker.log")[0])
     assert job[1] == "logs/spar" and env_of(job)["SPAR_DISTRIBUTED"] == "auto"
     assert user_command(job) == COMMAND

@@ -322,7 +322,7 @@ def test_hangup_keeps_the_vm_and_stop_stops_the_job(world):
 
     stop = world.launch("--stop")
     assert stop.returncode == 0, stop.stderr
-    assert "stopped the job" in (world.logs / "ssh.log").read_text()
+    assert "stopping the job" in (world.logs / "ssh.log").read_text()
     with pytest.raises(ProcessLookupError):
         wait_until(lambda: os.killpg(pid, 0) and False, timeout=10)
 
@@ -363,10 +363,22 @@ def test_queued_resource_waits_until_active_and_retries_failed(world):
 
 def test_cleanup_stops_a_leftover_job_before_a_new_run(world):
     world.script(nodes={"fake": {"state": "READY", "type": "v4-8"}})
-    leftover = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    # A job from an earlier run, in its own session and no child of this test (as on a
+    # worker), that notes the SIGTERM it gets.
+    termed = world.dir / "termed"
+    leftover = f"trap 'echo TERM > {termed}; exit 0' TERM; sleep 60 & wait"
+    pid = subprocess.run(
+        ["bash", "-c", 'setsid bash -c "$0" >/dev/null 2>&1 </dev/null & echo $!', leftover],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     world.job_dir().mkdir(parents=True)
-    (world.job_dir() / "job.pid").write_text(str(leftover.pid))
+    (world.job_dir() / "job.pid").write_text(pid)
     args = ["--type", "v4-8", "--skip-copy", "--skip-install", "--run-id", "run-2"]
     proc = world.launch(*args, command=["true"])
     assert proc.returncode == 0, proc.stderr
-    assert leftover.wait(timeout=10) == -signal.SIGTERM
+    assert termed.read_text() == "TERM\n"
+    assert "stopping the job" in (world.logs / "ssh.log").read_text()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(int(pid), 0)
