@@ -14,8 +14,8 @@ usage: launch/gpu_node.sh [flags] -- COMMAND [ARG...]
 
 Creates (or updates) a virtualenv with requirements.txt and jax[cuda12],
 then runs COMMAND once from the repository root with the virtualenv first on
-PATH and its output also appended to a log file. JAX runs one process over
-all GPUs it can see, so no distributed setup is needed.
+PATH. The output of both also goes to a log file (appended). JAX runs one
+process over all GPUs it can see, so no distributed setup is needed.
 
 flags:
   --venv DIR          virtualenv directory, relative to the repository root (default: .venv)
@@ -89,14 +89,16 @@ fi
 
 spar_show "$(spar_join cd "$SPAR_ROOT")"
 cd "$SPAR_ROOT"
+spar_run mkdir -p "$(dirname "$LOG")"
 
 # The virtualenv: `python -m venv` on an existing one keeps its packages, and
 # pip skips what is already installed, so this also updates an old setup.
+# Its output goes to the log too, where a failed install can be read later.
 if ! ((SKIP_INSTALL)); then
-  spar_run "$PYTHON" -m venv "$VENV"
-  spar_run "$VENV/bin/pip" install --upgrade pip
-  spar_run "$VENV/bin/pip" install -r requirements.txt "$(spar_jax_requirement cuda12)"
-  spar_run "$VENV/bin/pip" install --no-deps -e .
+  spar_run_logged "$LOG" "$PYTHON" -m venv "$VENV"
+  spar_run_logged "$LOG" "$VENV/bin/pip" install --upgrade pip
+  spar_run_logged "$LOG" "$VENV/bin/pip" install -r requirements.txt "$(spar_jax_requirement cuda12)"
+  spar_run_logged "$LOG" "$VENV/bin/pip" install --no-deps -e .
 fi
 ((SETUP_ONLY)) && exit 0
 
@@ -106,7 +108,6 @@ run_env=(VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" XLA_PYTHON_CLIENT_MEM_FRACTI
 [[ -z $GPUS ]] || run_env+=(CUDA_VISIBLE_DEVICES="$GPUS")
 run_env+=(${EXTRA_ENV[@]+"${EXTRA_ENV[@]}"})
 
-spar_run mkdir -p "$(dirname "$LOG")"
 status=0
 spar_run_logged "$LOG" env "${run_env[@]}" "${SPAR_CMD[@]}" || status=$?
 ((status == 0)) || spar_note "failed with status $status; log in $LOG"

@@ -331,14 +331,16 @@ def test_gpu_dry_run():
     lines = dry_run(GPU, "--gpus", "0,1,2,3", "--env", "NCCL_DEBUG=INFO", "--log", "logs/x.log")
     cmds = [c for line in lines for c in commands(line)]
     venv = str(ROOT / ".venv")
-    assert cmds[:5] == [
+    assert cmds[:6] == [
         ["cd", str(ROOT)],
+        ["mkdir", "-p", "logs"],
         ["python3", "-m", "venv", venv],
         [f"{venv}/bin/pip", "install", "--upgrade", "pip"],
         [f"{venv}/bin/pip", "install", "-r", "requirements.txt", f"jax[cuda12]=={jax_version()}"],
         [f"{venv}/bin/pip", "install", "--no-deps", "-e", "."],
     ]
-    assert cmds[5] == ["mkdir", "-p", "logs"]
+    # The setup's output goes to the log as well as the command's.
+    assert all(line.endswith(" 2>&1 | tee -a logs/x.log") for line in lines[2:])
     assert lines[-1].endswith(" 2>&1 | tee -a logs/x.log")
     words = commands(lines[-1])[0]
     env = env_of(words)
@@ -354,8 +356,8 @@ def test_gpu_setup_only_and_skip_install():
     proc = run(GPU, "--setup-only", "--dry-run", "--venv", "/shared/venv", "--python", "python3.11")
     assert proc.returncode == 0, proc.stderr
     cmds = [c for line in proc.stdout.splitlines() for c in commands(line)]
-    assert cmds[1] == ["python3.11", "-m", "venv", "/shared/venv"]
-    assert not any("tee" in line for line in proc.stdout.splitlines())
+    assert cmds[2] == ["python3.11", "-m", "venv", "/shared/venv"]
+    assert sum("| tee -a logs/gpu_node-" in line for line in proc.stdout.splitlines()) == 4
     lines = dry_run(GPU, "--skip-install", "--mem-fraction", ".75")
     assert not any("pip" in line for line in lines)
     assert env_of(commands(lines[-1])[0])["XLA_PYTHON_CLIENT_MEM_FRACTION"] == ".75"
