@@ -79,7 +79,6 @@ def test_other_exceptions_keep_their_traceback(command, capsys, bug):
 
 def test_project_error_classes_share_the_base():
     from spar_jax import configs, models, sharding, tokenizer
-    from spar_jax.cli.sample import PromptFileError
     from spar_jax.training import loop, records
 
     classes = [
@@ -91,7 +90,6 @@ def test_project_error_classes_share_the_base():
         tokenizer.TokenizerNotFoundError,
         tokenizer.TokenizerLoadError,
         tokenizer.ChatTemplateError,
-        PromptFileError,
         loop.NonFiniteLossError,
         context.ContextError,
     ]
@@ -201,7 +199,8 @@ def test_sample_command_counts_malformed_and_overlong_prompts(llama, tmp_path, c
     rows = [{"prompt": w, "prompt_id": f"p{i}"} for i, w in enumerate(["Hi", long, "No", "Go"])]
     lines = [json.dumps(r) for r in rows[:2]] + ["{not json", json.dumps({"text": "x"})]
     prompts = tmp_path / "in.jsonl"
-    prompts.write_text("\n".join([*lines, *map(json.dumps, rows[2:])]) + "\n")
+    cut = '{"prompt": "a last line cut short by a killed wri'
+    prompts.write_text("\n".join([*lines, *map(json.dumps, rows[2:]), cut]))
     ids = [tok.encode_prompt([{"role": "user", "content": r["prompt"]}]) for r in rows]
     budget = POSITIONS - NEW
     assert len(ids[1]) > budget >= max(len(ids[i]) for i in (0, 2, 3))
@@ -209,7 +208,8 @@ def test_sample_command_counts_malformed_and_overlong_prompts(llama, tmp_path, c
     out = tmp_path / "skip.jsonl"
     assert cli.main(_sample_argv(path, prompts, out)) == 0
     printed = capsys.readouterr().out
-    assert "skipped 2 malformed rows" in printed
+    assert "skipped 3 malformed rows" in printed
+    assert f"{prompts} line 3" in printed and f"{prompts} line 7" in printed  # where they are
     assert f"1 of 4 prompts longer than the {budget} tokens" in printed and "skipped 1" in printed
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["prompt_id"] for r in written] == ["p0", "p2", "p3"]
@@ -224,11 +224,11 @@ def test_sample_command_counts_malformed_and_overlong_prompts(llama, tmp_path, c
     assert "truncated 1 from the left" in capsys.readouterr().out
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["prompt_id"] for r in written] == ["p0", "p1", "p2", "p3"]
-    cut = ids[1][-budget:]  # the end of the prompt, where the template asks for the answer
-    want = _greedy(cfg, params, tok, [cut])
+    end = ids[1][-budget:]  # the end of the prompt, where the template asks for the answer
+    want = _greedy(cfg, params, tok, [end])
     assert written[1]["completions"] == [tok.decode(want.tokens[0], skip_special_tokens=True)]
-    assert len(cut) + written[1]["num_tokens"][0] <= POSITIONS  # never past the positions
+    assert len(end) + written[1]["num_tokens"][0] <= POSITIONS  # never past the positions
 
     assert cli.main([*_sample_argv(path, prompts, out), "--config.strict=True"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "line 3: not JSON" in err
+    assert err.count("\n") == 1 and f"{prompts} line 3: not_json" in err

@@ -3,10 +3,12 @@ r"""`python -m spar_jax sample`: n completions per prompt of a JSONL file.
     python -m spar_jax sample --config configs/sample.py \
         --config.model=PATH --config.prompts=in.jsonl --config.output=out.jsonl
 
-Reads rows with `prompt` (and optional `prompt_id`), applies the tokenizer's
+Reads prompts with `training.records.load_prompts` (rows with `prompt` and
+optional `prompt_id`; also alpaca / messages / sharegpt rows), applies the tokenizer's
 chat template, samples with `sampling.generate` and writes one JSONL row per
 prompt: {"prompt_id", "prompt", "completions", "finish_reasons", "num_tokens"}.
-Malformed rows are counted and reported (or an error with `--config.strict=True`).
+Malformed rows (a line that is not JSON, a cut last line, a row without a prompt)
+are counted and reported with their line numbers (an error with `--config.strict=True`).
 A prompt too long for the model's positions (prompt + max_new_tokens >
 max_position_embeddings) is skipped and counted, or with
 `--config.prompt_overflow=truncate_left` cut from the left and counted
@@ -16,66 +18,11 @@ Every field of configs/sample.py can be overridden with `--config.<field>=value`
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import logging
 import os
 import time
-from typing import Any
 
 from spar_jax.configs import ConfigError
-from spar_jax.errors import SparError
-
-log = logging.getLogger(__name__)
-
-
-class PromptFileError(SparError, ValueError):
-    """A prompts file we cannot read, or a malformed row under `strict`."""
-
-
-@dataclasses.dataclass
-class PromptRow:
-    prompt_id: Any
-    prompt: str
-
-
-def read_prompts(path: str, strict: bool = False) -> tuple[list[PromptRow], list[str]]:
-    """Rows of a JSONL file (or a JSON list) with a non-empty string `prompt`.
-
-    Returns:
-      (rows, problems): `problems` names each skipped row ("line 3: not JSON").
-      Under `strict` the first problem raises PromptFileError instead.
-    """
-    if not os.path.isfile(path):
-        raise PromptFileError(f"{path}: prompts file not found (set --config.prompts=FILE.jsonl)")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    if path.endswith(".json"):
-        try:
-            records = list(enumerate(json.loads(text), start=1))
-        except (json.JSONDecodeError, TypeError) as e:
-            raise PromptFileError(f"{path}: not a JSON list of rows ({e}); use JSONL") from None
-        where = "row"
-    else:
-        records = [(i, line) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
-        where = "line"
-
-    rows, problems = [], []
-    for number, record in records:
-        if isinstance(record, str):
-            try:
-                record = json.loads(record)
-            except json.JSONDecodeError:
-                problems.append(f"{where} {number}: not JSON")
-                continue
-        prompt = record.get("prompt") if isinstance(record, dict) else None
-        if not isinstance(prompt, str) or not prompt.strip():
-            problems.append(f"{where} {number}: no non-empty string 'prompt'")
-            continue
-        rows.append(PromptRow(record.get("prompt_id", number - 1), prompt))
-    if strict and problems:
-        raise PromptFileError(f"{path}: {problems[0]} (strict=True; fix the row or drop strict)")
-    return rows, problems
 
 
 def main(argv: list[str]) -> int:
@@ -92,7 +39,6 @@ def run(config) -> int:
     for key in ("model", "prompts", "output"):
         if not config[key]:
             raise ConfigError(f"--config.{key} is required (see configs/sample.py)")
-    rows, problems = read_prompts(config.prompts, config.strict)
 
     import jax
     import jax.numpy as jnp
@@ -100,24 +46,24 @@ def run(config) -> int:
 
     from spar_jax import models, sampling, tokenizer
     from spar_jax.sampling import context
+    from spar_jax.training import records
 
+    rows, report = records.load_prompts(config.prompts, strict=config.strict)
     tok = tokenizer.Tokenizer.load(config.tokenizer or config.model)
     encoded, ids = [], []
-    for row in rows:
+    for i, row in enumerate(rows):
         messages = [{"role": "user", "content": row.prompt}]
         if config.system_prompt:
             messages.insert(0, {"role": "system", "content": config.system_prompt})
         try:
             ids.append(tok.encode_prompt(messages))
         except (tokenizer.ConversationError, tokenizer.ChatTemplateError) as e:
+            error = records.RecordError("tokenizer_error", str(e), index=i)
             if config.strict:
-                raise PromptFileError(f"prompt_id {row.prompt_id!r}: {e}") from None
-            problems.append(f"prompt_id {row.prompt_id!r}: {e}")
+                raise error from None
+            report.skip(i, error)
             continue
         encoded.append(row)
-    if problems:
-        shown = "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else "")
-        log.warning("%s: skipped %d malformed rows: %s", config.prompts, len(problems), shown)
 
     cfg, params = models.load_hf(config.model, dtype=jnp.dtype(config.dtype))
     ids, index, fit = context.fit_prompts(
@@ -171,10 +117,12 @@ def run(config) -> int:
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
             f.flush()
     seconds = time.perf_counter() - start
+    if report.num_skipped:
+        print(f"{config.prompts}: {report.summary()}")
     print(
         f"wrote {len(kept)} prompts x {config.n} samples to {config.output} "
         f"({generated} tokens, {generated / max(seconds, 1e-9):.1f} tokens/s); "
-        f"skipped {len(problems)} malformed rows of {config.prompts}; "
+        f"skipped {report.num_skipped} malformed rows of {config.prompts}; "
         f"context: {fit.summary()}"
     )
     return 0
