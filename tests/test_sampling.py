@@ -7,16 +7,17 @@ at most 16 new tokens, and batches are 1 or 4 prompts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 import transformers
 
 from spar_jax import models, sampling
-from spar_jax.sampling import cli
 from spar_jax.tokenizer import Tokenizer
 from tests.hf_models import save_tiny
 from tests.tokenizer_fixtures import LLAMA3_SPECIALS, build_hf_tokenizer
@@ -30,7 +31,7 @@ EOS = 2
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory):
     path = tmp_path_factory.mktemp("llama")
-    hf, _ = save_tiny(str(path), "llama", vocab_size=VOCAB)
+    hf, _ = save_tiny(str(path), "llama", vocab_size=VOCAB, max_position_embeddings=2048)
     build_hf_tokenizer(path, LLAMA3_SPECIALS, bos="<|begin_of_text|>", eos="<|eot_id|>")
     cfg, params = models.load_hf(str(path))
     return hf, cfg, params, str(path)
@@ -118,6 +119,39 @@ def test_stop_tokens_and_per_prompt_limits(llama):
     out = sampling.generate(cfg, params, PROMPTS, limits)
     assert [len(t) for t in out.tokens] == [3, 12, 1, 5]
     assert out.tokens[3] == free.tokens[3][:5] and out.finish_reason[3] == "length"
+    # With stop ids: row 1 stops at its first `a`; row 3's sixth token is a stop id too,
+    # but its limit of 5 ends it first, so it ended by length, not by a stop.
+    stops = (a, free.tokens[3][5])
+    assert not any(s in free.tokens[i][:lim] for i, lim in [(0, 3), (2, 1), (3, 5)] for s in stops)
+    out = sampling.generate(cfg, params, PROMPTS, dataclasses.replace(limits, stop_token_ids=stops))
+    assert [len(t) for t in out.tokens] == [3, row.index(a), 1, 5]
+    assert out.finish_reason == ["length", "stop", "length", "length"]
+
+
+def test_each_step_draws_a_fresh_uniform(llama):
+    """With the LM head zeroed every token is equally likely, so a row that reused one
+    uniform at every step would repeat one token; independent draws rarely repeat."""
+    _, cfg, params, _ = llama
+    flat = {**params, "lm_head": jnp.zeros_like(params["lm_head"])}
+    sp = sampling.SamplingParams(temperature=1.0, max_new_tokens=NEW)
+    out = sampling.generate(cfg, flat, PROMPTS, sp, rng=jax.random.key(3), n=2)
+    for row in out.tokens:
+        assert len(row) == NEW and len(set(row)) >= NEW - 2, row
+    assert len({tuple(r) for r in out.tokens}) == len(out.tokens)
+    np.testing.assert_allclose(np.concatenate(out.logprobs), -np.log(VOCAB), rtol=1e-5)
+
+
+def test_prompt_past_positions_is_an_error(llama):
+    _, cfg, params, _ = llama
+    limit = cfg.max_position_embeddings
+    prompts = [[1, 2, 3], [5] * (limit - 10)]
+    with pytest.raises(sampling.ContextLengthError) as e:
+        sampling.generate(cfg, params, prompts, sampling.SamplingParams(max_new_tokens=11))
+    msg = str(e.value)
+    assert f"prompt 1 has {limit - 10} tokens and max_new_tokens=11" in msg
+    assert f"max_position_embeddings={limit}" in msg and "lower max_new_tokens to at most 10" in msg
+    assert isinstance(e.value, ValueError)
+    sampling.check_context(cfg, [limit - 10], [10])  # exactly full is fine
 
 
 # --- Sampling --------------------------------------------------------------------------------
@@ -280,6 +314,8 @@ def test_bad_requests():
 
 
 def test_cli(llama, tmp_path, capsys):
+    from spar_jax.cli import sample as cli
+
     _, cfg, params, path = llama
     prompts = tmp_path / "in.jsonl"
     rows = [{"prompt": w, "prompt_id": f"p{i}"} for i, w in enumerate(["Hi", "Yes", "No", "Go"])]
@@ -303,5 +339,5 @@ def test_cli(llama, tmp_path, capsys):
     for r, toks, reason in zip(written, want.tokens, want.finish_reason, strict=True):
         assert r["completions"] == [tok.decode(toks, skip_special_tokens=True)]
         assert r["finish_reasons"] == [reason] and r["num_tokens"] == [len(toks)]
-    assert cli.main([*argv, "--config.strict=True"]) == 1
-    assert "line 3: not JSON" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="line 3"):
+        cli.main([*argv, "--config.strict=True"])

@@ -126,7 +126,6 @@ class Attention(nn.Module):
         positions: jax.Array,  # [B, T]
         allowed: tuple[jax.Array, jax.Array | None],  # ([B, T, T] new keys, [B, T, S] cache)
         kv: tuple[jax.Array, jax.Array] | None,  # ([B, S, K, H], [B, S, K, H]) cache, read only
-        cache_index: jax.Array | None,  # [] unused here: the caller writes the cache
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
         """Returns (output [B, T, D], this call's (k, v) [B, T, K, H] when decoding).
 

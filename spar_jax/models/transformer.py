@@ -79,10 +79,10 @@ class Block(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x, kv, positions, allowed, cache_index):
+    def __call__(self, x, kv, positions, allowed):
         cfg = self.cfg
         h = RMSNorm(cfg, name="pre_attn_norm")(x)
-        h, kv = Attention(cfg, name="attn")(h, positions, allowed, kv, cache_index)
+        h, kv = Attention(cfg, name="attn")(h, positions, allowed, kv)
         if cfg.post_norms:
             h = RMSNorm(cfg, name="post_attn_norm")(h)
         x = x + h
@@ -98,7 +98,7 @@ class Transformer(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, tokens, positions, allowed, kv, cache_index, return_hidden=False):
+    def __call__(self, tokens, positions, allowed, kv, return_hidden=False):
         cfg = self.cfg
         embedding = _param(
             self,
@@ -118,12 +118,12 @@ class Transformer(nn.Module):
             block,
             variable_axes={"params": 0},
             split_rngs={"params": True},
-            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+            in_axes=(0, nn.broadcast, nn.broadcast),
             length=cfg.num_layers,
             unroll=min(cfg.scan_unroll, cfg.num_layers),
             metadata_params={nn.PARTITION_NAME: "layers"},
         )
-        x, kv = stack(cfg, name="layers")(x, kv, positions, allowed, cache_index)
+        x, kv = stack(cfg, name="layers")(x, kv, positions, allowed)
         x = RMSNorm(cfg, name="final_norm")(x)
         if return_hidden:
             return x, kv
@@ -230,10 +230,7 @@ def apply(
     T = tokens.shape[1]
     impl = attention_impl(cfg, cached=cache is not None, padding=padding)
     fused = impl != "xla"  # causal only, never with a cache: no masks to build
-    if cache is None:
-        kv, index = None, jnp.zeros((), jnp.int32)
-    else:
-        kv, index = (cache.k, cache.v), cache.index
+    kv = None if cache is None else (cache.k, cache.v)
     if fused:
         cfg = cfg.replace(attention=impl)  # "auto" resolved for the layers
         allowed = (None, None)
@@ -250,7 +247,7 @@ def apply(
             )
 
     out, new_kv = Transformer(cfg).apply(
-        {"params": params}, tokens, positions, allowed, kv, index, return_hidden
+        {"params": params}, tokens, positions, allowed, kv, return_hidden
     )
     if fused:
         # The fused kernel assumes right padding; any other layout poisons the whole output
@@ -272,9 +269,7 @@ def _init_boxed(cfg: ModelConfig, rng: jax.Array):
     tokens = jnp.zeros((1, 1), jnp.int32)
     positions = jnp.zeros((1, 1), jnp.int32)
     allowed = (jnp.ones((1, 1, 1), bool), None)
-    return Transformer(cfg).init(rng, tokens, positions, allowed, None, jnp.zeros((), jnp.int32))[
-        "params"
-    ]
+    return Transformer(cfg).init(rng, tokens, positions, allowed, None)["params"]
 
 
 def init_params(cfg: ModelConfig, rng: jax.Array) -> Params:

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from spar_jax import models
+from spar_jax.errors import SparError
 from spar_jax.models import ModelConfig
 from spar_jax.sampling import decode
 
@@ -34,8 +35,26 @@ Floats = float | Sequence[float]
 Ints = int | Sequence[int]
 
 
-class CacheBudgetError(ValueError):
+class CacheBudgetError(SparError, ValueError):
     """A request whose KV cache would exceed `max_cache_bytes`; nothing was allocated."""
+
+
+class ContextLengthError(ValueError):
+    """A prompt plus its `max_new_tokens` does not fit the model's positions; nothing ran."""
+
+
+def check_context(cfg: ModelConfig, lengths: Sequence[int], max_new: Sequence[int]) -> None:
+    """Raises ContextLengthError for the first prompt i with lengths[i] + max_new[i] past
+    `cfg.max_position_embeddings` (nothing is ever generated past the model's positions)."""
+    limit = cfg.max_position_embeddings
+    for i, (length, new) in enumerate(zip(lengths, max_new, strict=True)):
+        if length + new > limit:
+            raise ContextLengthError(
+                f"prompt {i} has {length} tokens and max_new_tokens={new}: {length + new} "
+                f"positions, past the model's max_position_embeddings={limit}; skip or "
+                f"left-truncate the prompt to at most {max(limit - new, 0)} tokens, or lower "
+                f"max_new_tokens to at most {limit - length}"
+            )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -258,13 +277,7 @@ def generate(
 
     lengths = [len(p) for p in prompts]
     max_new_bucket = length_bucket(int(knobs["max_new_tokens"].max()), min_length_bucket)
-    if max(lengths) + max_new_bucket > cfg.max_position_embeddings:
-        log.warning(
-            "prompt (%d tokens) + %d new tokens exceeds max_position_embeddings=%d",
-            max(lengths),
-            max_new_bucket,
-            cfg.max_position_embeddings,
-        )
+    check_context(cfg, lengths, knobs["max_new_tokens"].tolist())
     stats.peak_cache_bytes = _check_budget(
         cfg, lengths, n, max_new_bucket, max_cache_bytes, max_batch, min_length_bucket
     )
