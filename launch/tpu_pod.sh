@@ -215,10 +215,13 @@ finish() {
   if ((HUNG_UP)); then
     spar_note "kept TPU VM $NAME: the launcher lost its terminal; the job keeps running (--attach follows it)"
   elif ((DELETE && (CREATED || DELETE_REUSED))); then
-    tpu_delete || {
-      spar_note "could not delete TPU VM $NAME: delete it yourself, it is billed while it exists"
-      ((rc)) || rc=1
-    }
+    if ! tpu_delete; then
+      tpu_read_vm # a create that failed leaves nothing to delete
+      if [[ -n $VM_STATE ]]; then
+        spar_note "could not delete TPU VM $NAME ($VM_STATE): delete it yourself, it is billed while it exists"
+        ((rc)) || rc=1
+      fi
+    fi
   elif ((DELETE)); then
     spar_note "kept TPU VM $NAME: this run did not create it (--delete-reused deletes it too)"
   elif ((STARTED && rc)); then

@@ -6,7 +6,8 @@ directory $FAKE_GCLOUD_DIR:
 * world.json: {"nodes": {name: {"state": ..., "type": ...}},
                "qrs": {name: [state, ...]},        # states the next describes return
                "qr_plans": [[state, ...], ...],    # states of each queued resource created
-               "drop_ssh_once": bool}              # drop the first job ssh, then retry it
+               "drop_ssh_once": bool,              # drop the first job ssh, then retry it
+               "fail_create": bool}                # every tpu-vm create fails
 * calls.jsonl: one JSON list of arguments per call, in order.
 * home/: the home directory of every worker (one directory acts for all of them).
 * uploads/: a copy of every file copied to the workers.
@@ -73,6 +74,9 @@ def tpu_vm(verb: str, args: list[str], world: dict) -> int:
         print(f"{node['state']}\t{node['type']}")
         return 0
     if verb == "create":
+        if world.get("fail_create"):
+            print("ERROR: RESOURCE_EXHAUSTED: no capacity in the zone", file=sys.stderr)
+            return 1
         if args[0] in nodes:
             print(f"ERROR: ALREADY_EXISTS: node {args[0]}", file=sys.stderr)
             return 1

@@ -221,6 +221,19 @@ def test_preempted_vm_is_deleted_and_recreated(world):
     assert world.state()["nodes"]["fake"] == {"state": "READY", "type": "v4-8"}
 
 
+def test_failed_create_stops_without_a_false_alarm(world):
+    (world.dir / "world.json").write_text(json.dumps({"fail_create": True}))
+    proc = world.launch("--type", "v4-8", "--delete", command=["true"])
+    assert proc.returncode == 1
+    assert "RESOURCE_EXHAUSTED" in proc.stderr and "could not delete" not in proc.stderr
+    assert world.verbs() == [
+        "tpu-vm describe",
+        "tpu-vm create",
+        "tpu-vm delete",  # in case the create got halfway
+        "tpu-vm describe",
+    ]
+
+
 def test_type_mismatch_stops(world):
     world.script(nodes={"fake": {"state": "READY", "type": "v4-8"}})
     proc = world.launch("--type", "v5p-8", "--delete", command=["true"])
