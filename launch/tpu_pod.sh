@@ -225,7 +225,10 @@ finish() {
   elif ((DELETE)); then
     spar_note "kept TPU VM $NAME: this run did not create it (--delete-reused deletes it too)"
   elif ((STARTED && rc)); then
-    spar_note "if the job still runs, follow it with: $SPAR_PROG --name $NAME --zone $ZONE${PROJECT:+ --project $PROJECT} --attach (--stop stops it)"
+    local again=("$SPAR_PROG" --name "$NAME" --zone "$ZONE")
+    [[ -z $PROJECT ]] || again+=(--project "$PROJECT")
+    [[ $REMOTE_DIR == spar_jax ]] || again+=(--remote-dir "$REMOTE_DIR")
+    spar_note "if the job still runs, follow it with: $(spar_join "${again[@]}") --attach (--stop stops it)"
   fi
   ((rc == 0 || !report)) || spar_note "failed with status $rc; logs in $LOG_DIR"
   return "$rc"
