@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from spar_jax.models import hf, llama
+from spar_jax.models import llama
+from spar_jax.models import weight_map as wm
 from spar_jax.models.config import ModelConfig
 
 _ARCH = {"glm": "GlmForCausalLM", "glm4": "Glm4ForCausalLM"}
@@ -21,7 +22,7 @@ def config_from_hf(d: dict[str, Any], source: str) -> ModelConfig:
     model_type = d["model_type"]
     theta, rope = llama.rope_from_hf(d, source, default_theta=10000.0)
     if rope["rope_type"] != "default":
-        raise hf.CheckpointError(
+        raise wm.CheckpointError(
             f"{source}: GLM with rope type {rope['rope_type']!r} is not supported"
         )
     partial = rope.get("partial_rotary_factor", d.get("partial_rotary_factor", 0.5))
@@ -51,32 +52,32 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
     )
 
 
-def weight_maps(cfg: ModelConfig) -> list[hf.WeightMap]:
+def weight_maps(cfg: ModelConfig) -> list[wm.WeightMap]:
     F = cfg.intermediate_size
     p = "model.layers.{i}."
     mlp = ("layers", "mlp")
     maps = [
         *llama.outer_maps(cfg),
         *llama.attention_maps(cfg, p),
-        hf.WeightMap(
+        wm.WeightMap(
             ((*mlp, "gate"), (*mlp, "up")),
             (p + "mlp.gate_up_proj.weight",),
             lambda w: (w[:F].T, w[F:].T),
-            lambda gate, up: (hf.concat([gate.T, up.T]),),
+            lambda gate, up: (wm.concat([gate.T, up.T]),),
             per_layer=True,
         ),
-        hf.transposed(p + "mlp.down_proj.weight", (*mlp, "down"), per_layer=True),
-        hf.identity(p + "input_layernorm.weight", ("layers", "pre_attn_norm", "scale"), True),
-        hf.identity(
+        wm.transposed(p + "mlp.down_proj.weight", (*mlp, "down"), per_layer=True),
+        wm.identity(p + "input_layernorm.weight", ("layers", "pre_attn_norm", "scale"), True),
+        wm.identity(
             p + "post_attention_layernorm.weight", ("layers", "pre_mlp_norm", "scale"), True
         ),
     ]
     if cfg.post_norms:
         maps += [
-            hf.identity(
+            wm.identity(
                 p + "post_self_attn_layernorm.weight", ("layers", "post_attn_norm", "scale"), True
             ),
-            hf.identity(
+            wm.identity(
                 p + "post_mlp_layernorm.weight", ("layers", "post_mlp_norm", "scale"), True
             ),
         ]

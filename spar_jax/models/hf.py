@@ -1,13 +1,12 @@
 """Hugging Face checkpoint import and export, one tensor at a time.
 
 A family module (llama.py, glm.py) describes its checkpoint with a list of
-`WeightMap`s: which HF tensors make which of our parameters, and the two
-pure reshapes between them. Everything else here is family-independent.
+`weight_map.WeightMap`s: which HF tensors make which of our parameters, and the
+two pure reshapes between them. Everything else here is family-independent.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import json
 import logging
@@ -20,10 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from spar_jax.errors import SparError
+from spar_jax.models import glm, llama
 from spar_jax.models import safetensors_io as st
 from spar_jax.models.config import ModelConfig
 from spar_jax.models.transformer import param_shapes
+from spar_jax.models.weight_map import CheckpointError, WeightMap
+
+__all__ = ["CheckpointError", "config_from_hf", "config_to_hf", "load_hf", "save_hf"]
 
 log = logging.getLogger(__name__)
 
@@ -31,88 +33,20 @@ log = logging.getLogger(__name__)
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
-class CheckpointError(SparError, ValueError):
-    """A checkpoint directory or file we cannot load; the message names it."""
-
-
-@dataclasses.dataclass(frozen=True)
-class WeightMap:
-    """HF tensors <-> our parameters.
-
-    `hf_names` may contain `{i}` (the layer index) when `per_layer`; then our
-    parameters are stacked along a leading layer axis. `to_jax` and `to_hf`
-    take and return tuples in the order of `jax_paths` / `hf_names`, and use
-    only array methods (.T, .reshape, slicing) or `concat`, so they run on
-    numpy arrays and under `jax.eval_shape` alike.
-    """
-
-    jax_paths: tuple[tuple[str, ...], ...]
-    hf_names: tuple[str, ...]
-    to_jax: Callable[..., tuple]
-    to_hf: Callable[..., tuple]
-    per_layer: bool = False
-
-
-def concat(arrays, axis=0):
-    """Concatenate numpy arrays, or jax arrays under `eval_shape`."""
-    if any(isinstance(a, jax.Array) for a in arrays):
-        return jnp.concatenate(arrays, axis=axis)
-    return np.concatenate(arrays, axis=axis)
-
-
-def identity(name: str, path: tuple[str, ...], per_layer: bool = False) -> WeightMap:
-    return WeightMap((path,), (name,), lambda w: (w,), lambda p: (p,), per_layer)
-
-
-def transposed(name: str, path: tuple[str, ...], per_layer: bool = False) -> WeightMap:
-    return WeightMap((path,), (name,), lambda w: (w.T,), lambda p: (p.T,), per_layer)
-
-
-def projection_in(name: str, path: tuple[str, ...], d: int, heads: int, head_dim: int):
-    """nn.Linear [heads*head_dim, d] <-> [d, heads, head_dim]."""
-    return WeightMap(
-        (path,),
-        (name,),
-        lambda w: (w.T.reshape(d, heads, head_dim),),
-        lambda p: (p.reshape(d, heads * head_dim).T,),
-        per_layer=True,
-    )
-
-
-def projection_out(name: str, path: tuple[str, ...], d: int, heads: int, head_dim: int):
-    """nn.Linear [d, heads*head_dim] <-> [heads, head_dim, d]."""
-    return WeightMap(
-        (path,),
-        (name,),
-        lambda w: (w.T.reshape(heads, head_dim, d),),
-        lambda p: (p.reshape(heads * head_dim, d).T,),
-        per_layer=True,
-    )
-
-
-def head_bias(name: str, path: tuple[str, ...], heads: int, head_dim: int):
-    """Bias [heads*head_dim] <-> [heads, head_dim]."""
-    return WeightMap(
-        (path,),
-        (name,),
-        lambda b: (b.reshape(heads, head_dim),),
-        lambda p: (p.reshape(heads * head_dim),),
-        per_layer=True,
-    )
-
-
 # ---------------------------------------------------------------------------
 # Families
 
 
-def _family_module(model_type: str):
-    from spar_jax.models import glm, llama
+# model_type of config.json -> the family module that describes it.
+FAMILIES = {"llama": llama, "glm": glm, "glm4": glm}
 
-    return {"llama": llama, "glm": glm, "glm4": glm}.get(model_type)
+
+def _family_module(model_type: str):
+    return FAMILIES.get(model_type)
 
 
 def _supported() -> str:
-    return "llama, glm, glm4"
+    return ", ".join(FAMILIES)
 
 
 def config_from_hf(hf_config: dict[str, Any], source: str = "config.json") -> ModelConfig:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spar_jax.models import hf
+from spar_jax.models import weight_map as wm
 from spar_jax.models.config import ModelConfig, RopeScaling
 
 
@@ -19,7 +19,7 @@ def rope_from_hf(d: dict[str, Any], source: str, default_theta: float) -> tuple[
     theta = float(rope.get("rope_theta", d.get("rope_theta", default_theta)))
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type not in ("default", "llama3"):
-        raise hf.CheckpointError(
+        raise wm.CheckpointError(
             f"{source}: rope type {rope_type!r} is not supported; supported: default, llama3"
         )
     rope["rope_type"] = rope_type
@@ -37,7 +37,7 @@ def rope_scaling_from_hf(rope: dict, source: str) -> RopeScaling | None:
             original_max_position_embeddings=int(rope["original_max_position_embeddings"]),
         )
     except KeyError as e:
-        raise hf.CheckpointError(f"{source}: llama3 rope scaling lacks {e}") from None
+        raise wm.CheckpointError(f"{source}: llama3 rope scaling lacks {e}") from None
 
 
 def token_ids_from_hf(d: dict[str, Any]) -> dict[str, Any]:
@@ -50,7 +50,7 @@ def token_ids_from_hf(d: dict[str, Any]) -> dict[str, Any]:
 
 def _require(d: dict[str, Any], key: str, source: str):
     if key not in d:
-        raise hf.CheckpointError(f"{source}: missing required field {key!r}")
+        raise wm.CheckpointError(f"{source}: missing required field {key!r}")
     return d[key]
 
 
@@ -94,11 +94,11 @@ def common_to_hf(cfg: ModelConfig) -> dict[str, Any]:
 
 def config_from_hf(d: dict[str, Any], source: str) -> ModelConfig:
     if d.get("hidden_act", "silu") != "silu":
-        raise hf.CheckpointError(
+        raise wm.CheckpointError(
             f"{source}: hidden_act {d['hidden_act']!r} is not supported (silu)"
         )
     if d.get("attention_bias") or d.get("mlp_bias"):
-        raise hf.CheckpointError(f"{source}: LLaMA with attention_bias/mlp_bias is not supported")
+        raise wm.CheckpointError(f"{source}: LLaMA with attention_bias/mlp_bias is not supported")
     theta, rope = rope_from_hf(d, source, default_theta=10000.0)
     return ModelConfig(
         family="llama",
@@ -130,44 +130,44 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
     )
 
 
-def attention_maps(cfg: ModelConfig, prefix: str) -> list[hf.WeightMap]:
+def attention_maps(cfg: ModelConfig, prefix: str) -> list[wm.WeightMap]:
     D, N, K, H = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     a = ("layers", "attn")
     maps = [
-        hf.projection_in(prefix + "self_attn.q_proj.weight", (*a, "q"), D, N, H),
-        hf.projection_in(prefix + "self_attn.k_proj.weight", (*a, "k"), D, K, H),
-        hf.projection_in(prefix + "self_attn.v_proj.weight", (*a, "v"), D, K, H),
-        hf.projection_out(prefix + "self_attn.o_proj.weight", (*a, "o"), D, N, H),
+        wm.projection_in(prefix + "self_attn.q_proj.weight", (*a, "q"), D, N, H),
+        wm.projection_in(prefix + "self_attn.k_proj.weight", (*a, "k"), D, K, H),
+        wm.projection_in(prefix + "self_attn.v_proj.weight", (*a, "v"), D, K, H),
+        wm.projection_out(prefix + "self_attn.o_proj.weight", (*a, "o"), D, N, H),
     ]
     if cfg.qkv_bias:
         maps += [
-            hf.head_bias(prefix + "self_attn.q_proj.bias", (*a, "q_bias"), N, H),
-            hf.head_bias(prefix + "self_attn.k_proj.bias", (*a, "k_bias"), K, H),
-            hf.head_bias(prefix + "self_attn.v_proj.bias", (*a, "v_bias"), K, H),
+            wm.head_bias(prefix + "self_attn.q_proj.bias", (*a, "q_bias"), N, H),
+            wm.head_bias(prefix + "self_attn.k_proj.bias", (*a, "k_bias"), K, H),
+            wm.head_bias(prefix + "self_attn.v_proj.bias", (*a, "v_bias"), K, H),
         ]
     return maps
 
 
-def outer_maps(cfg: ModelConfig) -> list[hf.WeightMap]:
+def outer_maps(cfg: ModelConfig) -> list[wm.WeightMap]:
     maps = [
-        hf.identity("model.embed_tokens.weight", ("embedding",)),
-        hf.identity("model.norm.weight", ("final_norm", "scale")),
+        wm.identity("model.embed_tokens.weight", ("embedding",)),
+        wm.identity("model.norm.weight", ("final_norm", "scale")),
     ]
     if not cfg.tie_embeddings:
-        maps.append(hf.transposed("lm_head.weight", ("lm_head",)))
+        maps.append(wm.transposed("lm_head.weight", ("lm_head",)))
     return maps
 
 
-def weight_maps(cfg: ModelConfig) -> list[hf.WeightMap]:
+def weight_maps(cfg: ModelConfig) -> list[wm.WeightMap]:
     p = "model.layers.{i}."
     return [
         *outer_maps(cfg),
         *attention_maps(cfg, p),
-        hf.transposed(p + "mlp.gate_proj.weight", ("layers", "mlp", "gate"), per_layer=True),
-        hf.transposed(p + "mlp.up_proj.weight", ("layers", "mlp", "up"), per_layer=True),
-        hf.transposed(p + "mlp.down_proj.weight", ("layers", "mlp", "down"), per_layer=True),
-        hf.identity(p + "input_layernorm.weight", ("layers", "pre_attn_norm", "scale"), True),
-        hf.identity(
+        wm.transposed(p + "mlp.gate_proj.weight", ("layers", "mlp", "gate"), per_layer=True),
+        wm.transposed(p + "mlp.up_proj.weight", ("layers", "mlp", "up"), per_layer=True),
+        wm.transposed(p + "mlp.down_proj.weight", ("layers", "mlp", "down"), per_layer=True),
+        wm.identity(p + "input_layernorm.weight", ("layers", "pre_attn_norm", "scale"), True),
+        wm.identity(
             p + "post_attention_layernorm.weight", ("layers", "pre_mlp_norm", "scale"), True
         ),
     ]
