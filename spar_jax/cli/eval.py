@@ -35,6 +35,7 @@ nltk.download('punkt_tab')" fetches it once).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -54,13 +55,16 @@ def main(argv: list[str]) -> int:
         return 2
     if name == "ifeval":
         return ifeval_main(rest)
-    if name == "judge":
-        from spar_jax.eval import judge_accuracy
+    if any(a in ("-h", "--help") for a in rest):
+        print(__doc__)
+        return 0
+    from spar_jax import configs
 
-        return judge_accuracy.main(rest)
-    from spar_jax.eval import scaling
-
-    return scaling.main(rest)
+    example = f"configs/eval_{name}.py"
+    config = configs.from_argv(rest, example)
+    if not config.model:
+        raise configs.ConfigError(f"--config.model is required (see {example})")
+    return judge_main(config) if name == "judge" else scaling_main(config)
 
 
 def _write_json(path: str, data: dict) -> None:
@@ -155,4 +159,93 @@ def generate_and_score(config) -> int:
         }
         _write_json(os.path.join(config.output_dir, "metrics.json"), metrics)
         print(f"wrote {responses} and metrics.json")
+    return 0
+
+
+def _load_chat(config, model: str):
+    from spar_jax.eval import chat
+
+    return chat.load_chat(
+        model, config.tokenizer, dtype=config.dtype, max_batch=config.max_batch,
+        max_cache_gib=config.max_cache_gib,
+    )  # fmt: skip
+
+
+def judge_main(config) -> int:
+    """The refiner's verdict accuracy and F1 on labelled rows (configs/eval_judge.py)."""
+    from spar_jax import configs
+    from spar_jax.eval import judge_accuracy
+
+    if not config.data:
+        raise configs.ConfigError("--config.data is required (see configs/eval_judge.py)")
+    if config.data.endswith(".json"):  # an `eval ifeval` metrics file
+        with open(config.data, encoding="utf-8") as f:
+            rows = judge_accuracy.labelled_from_ifeval(json.load(f))
+    else:
+        rows = judge_accuracy.read_labelled(config.data)
+    report = judge_accuracy.judge_accuracy(
+        _load_chat(config, config.model), rows, votes=tuple(config.votes), seed=config.seed,
+        temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens,
+    )  # fmt: skip
+    print(judge_accuracy.format_report(report))
+    if config.output:
+        _write_json(config.output, report)
+        print(f"wrote {config.output}")
+    return 0
+
+
+def scaling_rows(source: str, limit: int, seed: int) -> tuple[list[dict], object]:
+    """(prompt rows, scorer) for `source`: "ifeval", "tasks" or a JSONL of either kind."""
+    from spar_jax.eval import ifeval, scaling
+
+    if source == "tasks":
+        from spar_jax import tasks
+
+        return tasks.make_prompts(limit, seed), scaling.tasks_scorer
+    if source == "ifeval":
+        examples = ifeval.load_inputs()
+    else:
+        rows = ifeval.read_jsonl(source, "prompts")
+        if rows and "task" in rows[0]:
+            return rows[: limit or None], scaling.tasks_scorer
+        examples = ifeval.parse_inputs(rows, source)
+    examples = examples[: limit or None]
+    rows = [{"prompt": e.prompt, "prompt_id": str(e.key), "example": e} for e in examples]
+    return rows, scaling.ifeval_scorer
+
+
+def scaling_main(config) -> int:
+    """Greedy vs best-of-N vs BFS / DFS refinement per budget (configs/eval_scaling.py)."""
+    from spar_jax.eval import ifeval_text, scaling
+
+    rows, scorer = scaling_rows(config.prompts, config.limit, config.seed)
+    if scorer is scaling.ifeval_scorer:
+        ifeval_text.check_nltk_data()
+    fields = {f.name for f in dataclasses.fields(scaling.ScalingConfig)}
+    settings = scaling.ScalingConfig(**{k: config[k] for k in fields})
+    actor = _load_chat(config, config.model)
+    refiner = actor if config.refiner in ("", config.model) else _load_chat(config, config.refiner)
+    start = time.perf_counter()
+    result = scaling.compare(rows, scorer, actor, refiner, settings)
+    result["seconds"] = time.perf_counter() - start
+    table = scaling.format_table(result)
+    print(table)
+    print(f"{result['seconds']:.1f}s")
+
+    import jax
+
+    if jax.process_index() == 0:
+        os.makedirs(config.output_dir, exist_ok=True)
+        answers = result.pop("answers")
+        with open(os.path.join(config.output_dir, "answers.jsonl"), "w", encoding="utf-8") as f:
+            for i, row in enumerate(rows):
+                texts = {k: v[i] for k, v in answers.items()}
+                f.write(json.dumps({"prompt": row["prompt"], **texts}, ensure_ascii=False) + "\n")
+        _write_json(os.path.join(config.output_dir, "scaling.json"), result)
+        with open(os.path.join(config.output_dir, "scaling.md"), "w", encoding="utf-8") as f:
+            f.write(table + "\n")
+        scaling.plot(result, os.path.join(config.output_dir, "scaling.png"))
+        print(
+            f"wrote scaling.json, scaling.md, scaling.png and answers.jsonl to {config.output_dir}"
+        )
     return 0

@@ -109,7 +109,7 @@ def parse_inputs(records: Iterable[Mapping], source: str = "input") -> list[Exam
     return [_example(r, f"{source} row {i + 1}") for i, r in enumerate(records)]
 
 
-def _read_jsonl(path: str, what: str) -> list[dict]:
+def read_jsonl(path: str, what: str) -> list[dict]:
     if not os.path.isfile(path):
         raise MissingFileError(f"{path}: {what} file not found")
     rows = []
@@ -133,13 +133,13 @@ def load_inputs(source: str | None = None) -> list[Example]:
 
         return parse_inputs(datasets.load_dataset(HUB_ID, split="train"), HUB_ID)
     path = source or BUNDLED
-    return parse_inputs(_read_jsonl(path, "IFEval input"), path)
+    return parse_inputs(read_jsonl(path, "IFEval input"), path)
 
 
 def read_responses(path: str) -> dict[str, str]:
     """prompt -> response from a JSONL file of {"prompt", "response"} rows (official format)."""
     out = {}
-    for number, row in enumerate(_read_jsonl(path, "responses"), start=1):
+    for number, row in enumerate(read_jsonl(path, "responses"), start=1):
         if not (isinstance(row, dict) and isinstance(row.get("prompt"), str)):
             raise IFEvalDataError(f"{path} row {number}: needs a string 'prompt'")
         if not isinstance(row.get("response"), str):

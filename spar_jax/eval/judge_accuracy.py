@@ -5,7 +5,7 @@ r"""Judge accuracy: the refiner's verdicts against labelled rows, with majority 
     report["votes_5"]["accuracy"], report["votes_5"]["f1"]
 
     python -m spar_jax eval judge --config configs/eval_judge.py \
-        --config.model=DIR --config.data=labelled.jsonl
+        --config.model=DIR --config.data=labelled.jsonl   (spar_jax/cli/eval.py)
 
 The judge is `spar.judge.ModelJudge`: the judge prompt of the paper, sampled
 votes parsed from "Final Judgement" (the self-play settings: temperature 0.7,
@@ -140,39 +140,3 @@ def format_report(report: dict) -> str:
             f"{m['f1_no'] * 100:8.2f} {m['undecided'] * 100:10.2f}"
         )
     return "\n".join(lines)
-
-
-def main(argv: list[str]) -> int:
-    """`python -m spar_jax eval judge --config configs/eval_judge.py ...`"""
-    import os
-
-    from spar_jax import configs
-    from spar_jax.eval import chat
-
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return 0
-    config = configs.from_argv(argv, "configs/eval_judge.py")
-    for key in ("model", "data"):
-        if not config[key]:
-            raise configs.ConfigError(f"--config.{key} is required (see configs/eval_judge.py)")
-    if config.data.endswith(".json"):  # an `eval ifeval` metrics file
-        with open(config.data, encoding="utf-8") as f:
-            rows = labelled_from_ifeval(json.load(f))
-    else:
-        rows = read_labelled(config.data)
-    model = chat.load_chat(
-        config.model, config.tokenizer, dtype=config.dtype, max_batch=config.max_batch,
-        max_cache_gib=config.max_cache_gib,
-    )  # fmt: skip
-    report = judge_accuracy(
-        model, rows, votes=tuple(config.votes), seed=config.seed,
-        temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens,
-    )  # fmt: skip
-    print(format_report(report))
-    if config.output:
-        os.makedirs(os.path.dirname(os.path.abspath(config.output)), exist_ok=True)
-        with open(config.output, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
-        print(f"wrote {config.output}")
-    return 0
