@@ -322,3 +322,36 @@ def test_load_prompts_reads_every_layout_and_counts_the_rest(tmp_path):
         records.load_prompts(path, strict=True)
     with pytest.raises(RecordError, match=r"record 6: empty_prompt"):
         records.load_prompts(write_jsonl(tmp_path / "q.jsonl", lines), strict=True)
+
+
+# --- Through the real command ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sft", "dpo"])
+def test_the_trainers_skip_bad_lines_and_report_them(tmp_path, capsys, kind):
+    from spar_jax.__main__ import main
+    from spar_jax.training import toy
+
+    paths = toy.write_demo(str(tmp_path / "toy"))
+    lines = open(paths[kind]).read().splitlines()
+    bad = tmp_path / "bad.jsonl"  # a line that is not JSON, and a last line a killed writer cut
+    bad.write_text("\n".join([*lines[:5], "not json", *lines[5:], lines[0][:25]]))
+    argv = [
+        f"train-{kind}",
+        f"--config=configs/{kind}_demo.py",
+        f"--config.data={bad}",
+        f"--config.tokenizer={paths['tokenizer']}",
+        f"--config.out_dir={tmp_path / 'run'}",
+        "--config.progress=False",
+        "--config.max_steps=1",
+        "--config.export=()",
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert (
+        f"{len(lines)}/{len(lines)} records used, 0 skipped; 2 unreadable lines skipped" in printed
+    )
+    assert f"{bad} line 6: is not JSON" in printed
+    assert f"{bad} line {len(lines) + 2}: ends without a newline" in printed
+    assert main([*argv, "--config.strict=True", f"--config.out_dir={tmp_path / 'strict'}"]) != 0
+    assert f"{bad} line 6: not_json" in capsys.readouterr().err
