@@ -141,3 +141,18 @@ def test_command_errors_are_one_line(tmp_path):
     env = {**os.environ, "NLTK_DATA": str(tmp_path), "HOME": str(tmp_path)}
     proc = _run("--responses", partial, env=env)
     assert proc.returncode == 1 and "NLTK data 'punkt_tab' (English) not found" in proc.stderr
+
+
+def test_hub_rows_with_none_filled_kwargs(monkeypatch):
+    """google/IFEval rows carry every kwarg of every type, None where unused."""
+    import datasets
+
+    shared = ifeval.read_jsonl(str(SHARED / "ifeval" / "input_data.jsonl"), "input")
+    names = sorted({k for row in shared for kw in row["kwargs"] for k in kw})
+    hub = [
+        {**row, "kwargs": [{n: kw.get(n) for n in names} for kw in row["kwargs"]]} for row in shared
+    ]
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append((a, k)) or hub)
+    assert ifeval.load_inputs("google/IFEval") == ifeval.load_inputs()
+    assert calls == [(("google/IFEval",), {"split": "train"})]
