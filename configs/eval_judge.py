@@ -3,8 +3,10 @@ r"""Judge accuracy of a refiner: its verdicts on labelled (prompt, response, lab
     python -m spar_jax eval judge --config configs/eval_judge.py \
         --config.model=/ckpt/refiner --config.data=labelled.jsonl
 
-`data`: JSONL rows {"prompt", "response", "label": 1 | 0}, or the metrics.json
-of `eval ifeval` (labels = the official checks' prompt-level strict verdicts).
+`data`: JSONL rows {"prompt", "response", "label": 1 | 0}, the metrics.json
+of `eval ifeval` (labels = the official checks' prompt-level strict verdicts),
+or "tasks": `num_rows` synthetic-world prompts with teacher answers, half of
+them with a planted error, labelled by the rule verifiers.
 Prints accuracy and F1 with majority voting over each number of votes.
 """
 
@@ -16,7 +18,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = ""  # the refiner: Hugging Face checkpoint directory (required)
     c.tokenizer = ""  # "" = the model directory
     c.dtype = "bfloat16"
-    c.data = ""  # labelled JSONL, or an `eval ifeval` metrics.json (required)
+    c.data = ""  # labelled JSONL, an `eval ifeval` metrics.json, or "tasks" (required)
+    c.num_rows = 200  # rows made when data="tasks" (seeded by `seed`)
     c.votes = (1, 3, 5)  # majority voting over the first k sampled votes, for each k
     c.temperature = 0.7  # the judge's self-play sampling
     c.top_p = 1.0

@@ -84,3 +84,12 @@ def test_labelled_from_ifeval_metrics():
         {"prompt": "a", "response": "x", "label": 1},
         {"prompt": "b", "response": "y", "label": 0},
     ]
+
+
+def test_labelled_from_tasks():
+    from spar_jax import tasks
+
+    rows = judge_accuracy.labelled_from_tasks(40, seed=1)
+    assert rows == judge_accuracy.labelled_from_tasks(40, seed=1)  # deterministic
+    assert all(r["label"] == int(tasks.check(r, r["response"])[0]) for r in rows)
+    assert 10 <= sum(r["label"] for r in rows) <= 30  # about half carry a planted error

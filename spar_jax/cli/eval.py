@@ -178,7 +178,9 @@ def judge_main(config) -> int:
 
     if not config.data:
         raise configs.ConfigError("--config.data is required (see configs/eval_judge.py)")
-    if config.data.endswith(".json"):  # an `eval ifeval` metrics file
+    if config.data == "tasks":
+        rows = judge_accuracy.labelled_from_tasks(config.num_rows, config.seed)
+    elif config.data.endswith(".json"):  # an `eval ifeval` metrics file
         with open(config.data, encoding="utf-8") as f:
             rows = judge_accuracy.labelled_from_ifeval(json.load(f))
     else:

@@ -18,7 +18,9 @@ wrong for accuracy, and neither a positive nor a negative prediction for F1.
 
 Labels are 1 / 0, true / false or "yes" / "no". `labelled_from_ifeval` turns an
 IFEval metrics file (prompt-level strict verdicts of the official checks) into
-labelled rows, so a refiner can be measured on any model's IFEval answers.
+labelled rows, so a refiner can be measured on any model's IFEval answers;
+`labelled_from_tasks` makes rows of the synthetic world (the teacher's answers,
+half with a planted error, labelled by the rule verifiers).
 """
 
 from __future__ import annotations
@@ -76,6 +78,21 @@ def labelled_from_ifeval(metrics: dict) -> list[dict]:
          "label": int(p["follow_all_instructions_strict"])}
         for p in metrics["prompts"]
     ]  # fmt: skip
+
+
+def labelled_from_tasks(n: int, seed: int, error_rate: float = 0.5) -> list[dict]:
+    """`n` synthetic-world prompts with a teacher answer each (a planted error at
+    `error_rate`), labelled by `tasks.check`; deterministic in (n, seed)."""
+    import random
+
+    from spar_jax import tasks
+
+    rng = random.Random(seed)
+    rows = []
+    for row in tasks.make_prompts(n, seed):
+        answer, _ = tasks.respond(row, rng, error_rate=error_rate)
+        rows.append({**row, "response": answer, "label": int(tasks.check(row, answer)[0])})
+    return rows
 
 
 def _f1(preds: Sequence[int | None], labels: Sequence[int], positive: int) -> float:
