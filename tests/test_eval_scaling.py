@@ -109,3 +109,25 @@ def test_scaling_command_on_tiny_model(tmp_path, capsys):
     assert all(r["searched"] == 2 for r in result["results"] if r["method"] in ("bfs", "dfs"))
     assert (out / "scaling.png").stat().st_size > 0
     assert len((out / "answers.jsonl").read_text().splitlines()) == 2
+
+
+def test_prompt_sources(tmp_path):
+    import random
+
+    from spar_jax import tasks
+    from spar_jax.cli import eval as eval_cli
+
+    rows, score = eval_cli.scaling_rows("tasks", 4, seed=0)
+    assert score is scaling.tasks_scorer and rows == tasks.make_prompts(4, 0)
+    good = [tasks.correct_answer(r, random.Random(0)) for r in rows]
+    assert score(rows, good) == {"score": 1.0} and score(rows, [""] * 4) == {"score": 0.0}
+
+    path = tmp_path / "world.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert eval_cli.scaling_rows(str(path), 2, seed=0) == (rows[:2], scaling.tasks_scorer)
+
+    rows, score = eval_cli.scaling_rows("ifeval", 2, seed=0)
+    assert score is scaling.ifeval_scorer and [r["prompt_id"] for r in rows] == ["1000", "1001"]
+    metrics = score(rows, ["No commas here.", "No commas here either."])
+    # 1000: no_comma passes, 3 highlights and 300+ words fail; 1001: no_comma passes
+    assert (metrics["prompt_level_strict_acc"], metrics["inst_level_strict_acc"]) == (0.5, 0.5)
