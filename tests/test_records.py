@@ -74,6 +74,26 @@ def test_bad_lines_are_skipped_with_their_line_numbers(tmp_path, tok):
     assert e.value.index == f"{path} line 2"
 
 
+def test_bad_records_are_located_by_file_and_line(tmp_path, tok):
+    write_jsonl(tmp_path / "a.jsonl", [json.dumps(pair(0))])
+    write_jsonl(tmp_path / "b.jsonl", ["", json.dumps({"prompt": "p", "chosen": "x"}), "{"])
+    (tmp_path / "c.json").write_text(json.dumps([pair(1), {"prompt": "q"}]))
+    rows, report = records.load_records([str(tmp_path / "[ab].jsonl"), tmp_path / "c.json"])
+    assert [report.locate(i) for i in range(4)] == [
+        f"{tmp_path}/a.jsonl line 1",
+        f"{tmp_path}/b.jsonl line 2",
+        f"{tmp_path}/c.json row 1",
+        f"{tmp_path}/c.json row 2",
+    ]
+    p = data.prepare_dpo(rows, tok, max_length=64, report=report)
+    assert p.index.tolist() == [0, 2] and p.report.indices["missing_field"] == [1, 3]
+    assert f"record 1 ({tmp_path}/b.jsonl line 2), record 3 ({tmp_path}/c.json row 2)" in (
+        p.report.summary()
+    )
+    with pytest.raises(RecordError, match=r"^record 1 \(.*b\.jsonl line 2\): missing_field"):
+        data.prepare_dpo(rows, tok, max_length=64, report=report, strict=True)
+
+
 def test_a_cut_last_line_is_truncated_a_cut_middle_line_is_not_json(tmp_path):
     cut = json.dumps(pair(0))[:20]
     path = write_jsonl(tmp_path / "d.jsonl", [cut, json.dumps(pair(1))])  # ends with newline
@@ -320,7 +340,7 @@ def test_load_prompts_reads_every_layout_and_counts_the_rest(tmp_path):
     }
     with pytest.raises(RecordError, match=r"line 4: not_json"):
         records.load_prompts(path, strict=True)
-    with pytest.raises(RecordError, match=r"record 6: empty_prompt"):
+    with pytest.raises(RecordError, match=r"record 6 \(.*q\.jsonl line 7\): empty_prompt"):
         records.load_prompts(write_jsonl(tmp_path / "q.jsonl", lines), strict=True)
 
 

@@ -180,7 +180,7 @@ def _prepare(
             arrays, cut_prompt, cut_response = make(record)
         except RecordError as e:
             if strict:
-                raise RecordError(e.reason, e.detail, index=i) from None
+                raise RecordError(e.reason, e.detail, index=i, at=report.locate(i)) from None
             report.skip(i, e)
             continue
         for k, a in zip(names, arrays, strict=True):

@@ -135,18 +135,22 @@ def _skip(report: SkipReport, strict: bool, where: str, reason: str, detail: str
 
 def _objects(
     values: Iterator[tuple[int, Any]], name: str, unit: str, report: SkipReport, strict: bool
-) -> Iterator[dict[str, Any]]:
-    """The dict values; other JSON values (a list, a number) are skipped as 'not_an_object'."""
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(number, dict) pairs; other JSON values (a list, a number) are skipped as 'not_an_object'."""
     for number, value in values:
         if isinstance(value, dict):
-            yield value
+            yield number, value
         else:
             detail = f"got a JSON {type(value).__name__}; each {unit} must be one record object"
             _skip(report, strict, f"{name} {unit} {number}", "not_an_object", detail)
 
 
-def read_json(path: str, report: SkipReport, strict: bool) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file or a JSON array (or a single JSON object: one row)."""
+def read_json(
+    path: str, report: SkipReport, strict: bool
+) -> tuple[list[dict[str, Any]], str, list[int]]:
+    """Rows of a JSON-lines file or a JSON array (or a single JSON object: one row), with the
+    unit ('line' / 'row') and number of each."""
+    values: Iterator[tuple[int, Any]] | None = None
     if Path(_strip_compression(path)[0]).suffix == ".json":
         with _open(path) as f:
             raw = f.read()
@@ -160,9 +164,12 @@ def read_json(path: str, report: SkipReport, strict: bool) -> list[dict[str, Any
                 ) from None
             doc = None  # JSON lines under a .json name
         if doc is not None:
-            rows = doc if isinstance(doc, list) else [doc]
-            return list(_objects(enumerate(rows, start=1), path, "row", report, strict))
-    return list(_objects(_lines(path, report, strict), path, "line", report, strict))
+            values = enumerate(doc if isinstance(doc, list) else [doc], start=1)
+    unit = "row" if values is not None else "line"
+    if values is None:
+        values = _lines(path, report, strict)
+    pairs = list(_objects(values, path, unit, report, strict))
+    return [row for _, row in pairs], unit, [n for n, _ in pairs]
 
 
 def read_datasets(kind: str, files: Sequence[str], cache_dir: str | None) -> list[dict[str, Any]]:
@@ -219,12 +226,17 @@ def read_rows(
     """Rows of every source in order, and the report of unreadable entries (see `load_records`)."""
     report = SkipReport()
     rows: list[dict[str, Any]] = []
+
+    def add(new: list[dict[str, Any]], name: str, unit: str, numbers: list[int] | None) -> None:
+        report.origins.append((len(rows), name, unit, numbers))
+        rows.extend(new)
+
     for source in sources:
         if is_saved_dataset(source):
-            rows.extend(read_saved(source, split))
+            add(read_saved(source, split), source, "row", None)
             continue
         if is_hub_id(source):
-            rows.extend(read_hub(source, split, cache_dir))
+            add(read_hub(source, split, cache_dir), f"{source}[{split}]", "row", None)
             continue
         files = expand(source)
         unknown = [f for f in files if kind_of(f) is None]
@@ -236,8 +248,9 @@ def read_rows(
             )
         for f in files:
             if kind_of(f) == "parquet" or _strip_compression(f)[1] in _VIA_DATASETS:
-                rows.extend(read_datasets(kind_of(f) or "json", [f], cache_dir))
+                add(read_datasets(kind_of(f) or "json", [f], cache_dir), f, "row", None)
             else:
-                rows.extend(read_json(f, report, strict))
+                new, unit, numbers = read_json(f, report, strict)
+                add(new, f, unit, numbers)
     report.total = len(rows)
     return rows, report

@@ -119,6 +119,6 @@ def load_prompts(
             prompts.append(parse_prompt(row, i))
         except RecordError as e:
             if strict:
-                raise RecordError(e.reason, e.detail, index=i) from None
+                raise RecordError(e.reason, e.detail, index=i, at=report.locate(i)) from None
             report.skip(i, e)
     return prompts, report

@@ -10,6 +10,7 @@ Two levels of skip share one report:
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 
 from spar_jax.errors import SparError
@@ -52,12 +53,15 @@ class RecordError(DataError):
     (raised with it under `strict=True`).
     """
 
-    def __init__(self, reason: str, detail: str, index: int | str | None = None):
+    def __init__(
+        self, reason: str, detail: str, index: int | str | None = None, at: str | None = None
+    ):
         assert reason in REASONS, reason
         if index is None:
             where, fix = "", ""
         else:
-            where = f"record {index}: " if isinstance(index, int) else f"{index}: "
+            where = f"record {index}" if isinstance(index, int) else f"{index}"
+            where += f" ({at}): " if at else ": "
             what = "record" if isinstance(index, int) else "line"
             fix = f"; fix or drop the {what}, or pass strict=False to skip it"
         super().__init__(f"{where}{reason}: {detail}{fix}")
@@ -78,6 +82,8 @@ class SkipReport:
         reasons, "FILE line N" / "FILE row N" (str) for read reasons.
       details: reason -> the detail message of the first entry skipped for it.
       truncated: 'prompt' / 'response' -> number of kept examples cut there.
+      origins: where the records came from, for `locate`: (first record index, file, unit,
+        the line / row number of each record or None when they are rows 1, 2, ...), per file.
     """
 
     total: int = 0
@@ -85,6 +91,21 @@ class SkipReport:
     indices: dict[str, list[int | str]] = dataclasses.field(default_factory=dict)
     details: dict[str, str] = dataclasses.field(default_factory=dict)
     truncated: dict[str, int] = dataclasses.field(default_factory=dict)
+    origins: list[tuple[int, str, str, list[int] | None]] = dataclasses.field(
+        default_factory=list, repr=False
+    )
+
+    def locate(self, index: int) -> str | None:
+        """Where record `index` was read ("FILE line N"), None if unknown."""
+        k = bisect.bisect_right([o[0] for o in self.origins], index) - 1
+        if k < 0:
+            return None
+        first, name, unit, numbers = self.origins[k]
+        end = self.origins[k + 1][0] if k + 1 < len(self.origins) else self.total
+        if index >= end:
+            return None
+        number = numbers[index - first] if numbers is not None else index - first + 1
+        return f"{name} {unit} {number}"
 
     @property
     def num_skipped(self) -> int:
@@ -114,16 +135,21 @@ class SkipReport:
         self.truncated[where] = self.truncated.get(where, 0) + 1
 
     def add_skips(self, other: SkipReport) -> None:
-        """Counts `other`'s skips here too (not its total or truncations)."""
+        """Counts `other`'s skips here too, and takes its origins (not its total, truncations)."""
+        self.origins = list(other.origins)
         for r, n in other.skipped.items():
             self.skipped[r] = self.skipped.get(r, 0) + n
             self.details.setdefault(r, other.details[r])
             places = self.indices.setdefault(r, [])
             places.extend(other.indices[r][: _MAX_EXAMPLES - len(places)])
 
+    def _record(self, index: int) -> str:
+        at = self.locate(index)
+        return f"record {index}" + (f" ({at})" if at else "")
+
     def _place(self, reason: str) -> str:
         first = self.indices[reason][0]
-        return f"record {first}" if isinstance(first, int) else str(first)
+        return self._record(first) if isinstance(first, int) else str(first)
 
     def reasons(self) -> str:
         """One line: each skip reason with its count and first place, most frequent first."""
@@ -142,6 +168,9 @@ class SkipReport:
         lines = [head + (f"; truncated: {cut}" if cut else "")]
         for r, n in sorted(self.skipped.items(), key=lambda kv: -kv[1]):
             places = self.indices[r]
-            at = f"records {places}" if isinstance(places[0], int) else ", ".join(places)
+            if isinstance(places[0], int):
+                at = ", ".join(self._record(int(i)) for i in places)
+            else:
+                at = ", ".join(map(str, places))
             lines.append(f"  {r} ({REASONS[r]}): {n}, e.g. {at}: {self.details[r]}")
         return "\n".join(lines)
