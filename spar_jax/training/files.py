@@ -75,7 +75,10 @@ def expand(source: str) -> list[str]:
             )
         return files
     if not os.path.exists(s):
-        raise MissingFileError(f"data file {source} does not exist; check the path")
+        raise MissingFileError(
+            f"data file {source} does not exist; check the path (a file of a hub dataset is "
+            "hf://datasets/OWNER/NAME/FILE)"
+        )
     return [s]
 
 
