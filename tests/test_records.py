@@ -239,10 +239,16 @@ def test_sharegpt_and_alpaca_dpo_equal_messages(tok):
             "rejected": sharegpt_turn("gpt", REJECTED),
         },
         {"instruction": QUERY, "system": SYSTEM, "chosen": CHOSEN, "rejected": REJECTED},
+        {  # alpaca with sharegpt-style response turns
+            "instruction": QUERY,
+            "system": SYSTEM,
+            "chosen": sharegpt_turn("gpt", CHOSEN),
+            "rejected": sharegpt_turn("gpt", REJECTED),
+        },
     ]
     p = data.prepare_dpo(layouts, tok, max_length=256, strict=True)
-    assert p.num_examples == 3
-    assert all(seqs(p, i) == seqs(p, 0) for i in range(3))
+    assert p.num_examples == len(layouts)
+    assert all(seqs(p, i) == seqs(p, 0) for i in range(len(layouts)))
     assert seqs(p, 0)["chosen_tokens"] == tok.encode_pair(prompt, CHOSEN)[0]
 
 

@@ -81,6 +81,16 @@ def _with_system(system: Any, messages: list[dict[str, str]]) -> list[dict[str, 
     return messages
 
 
+def _responses(record: Mapping[str, Any], out: dict[str, Any]) -> None:
+    """Copies chosen / rejected into `out`, a sharegpt {from, value} turn as {role, content}."""
+    for key in ("chosen", "rejected"):
+        value = record.get(key)
+        if isinstance(value, Mapping) and "from" in value:
+            value = _turn(value, key)
+        if value is not None:
+            out[key] = value
+
+
 def _sharegpt(record: Mapping[str, Any]) -> dict[str, Any]:
     turns = record["conversations"]
     if isinstance(turns, (str, bytes, Mapping)) or not isinstance(turns, Sequence):
@@ -94,12 +104,7 @@ def _sharegpt(record: Mapping[str, Any]) -> dict[str, Any]:
             record.get("system"), [_turn(t, f"conversations[{i}]") for i, t in enumerate(turns)]
         )
     }
-    for key in ("chosen", "rejected"):
-        value = record.get(key)
-        if isinstance(value, Mapping) and "from" in value:
-            value = _turn(value, key)
-        if value is not None:
-            out[key] = value
+    _responses(record, out)
     return out
 
 
@@ -129,9 +134,7 @@ def _alpaca(record: Mapping[str, Any]) -> dict[str, Any]:
             raise RecordError("ambiguous_format", "both 'output' and 'chosen'/'rejected' are set")
         output = _string(record["output"], "output")
         messages.append({"role": "assistant", "content": output})
-    for key in ("chosen", "rejected"):
-        if record.get(key) is not None:
-            out[key] = record[key]
+    _responses(record, out)
     out["messages"] = _with_system(record.get("system"), messages)
     return out
 
