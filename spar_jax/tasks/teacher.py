@@ -122,10 +122,8 @@ def _break(c: dict, text: str, row: Row, rng: random.Random) -> str | None:
             text = _insert_sentence(text, world.text_sentence(rng, topic), row)
         return text
     if t == "min_words":
-        sentences = text.split(". ")
-        while len(sentences) > 1 and len(C.words(". ".join(sentences))) >= c["n"]:
-            sentences.pop(rng.randrange(len(sentences) - 1))
-        return ". ".join(sentences)
+        sentences = text.split(". ")  # drop one sentence (not the closing one)
+        return ". ".join(sentences[1:]) if len(sentences) > 1 else None
     if t == "no_commas":
         return text.replace(" and the", ", and the", 1) if " and the" in text else None
     raise ValueError(f"constraint type {t!r} has no planted error")

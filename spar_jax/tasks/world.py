@@ -63,6 +63,7 @@ WORD_LIMITS = (8, 10, 12, 14)
 
 TEXT_CONSTRAINTS = ("include", "exclude", "max_words", "min_words", "lowercase", "ends_with")
 TEXT_CONSTRAINTS += ("no_commas",)
+_NEEDS_TEXT = ("include", "min_words", "ends_with")
 # Pairs never asked together (a lowercase answer cannot end with "That is all.").
 _CONFLICTS = {frozenset(("lowercase", "ends_with")), frozenset(("max_words", "min_words"))}
 _CONFLICTS |= {frozenset(("include", "exclude"))}
@@ -109,8 +110,12 @@ def _text_constraint(rng: random.Random, kind: str, topic: str) -> dict[str, Any
 def _text_task(rng: random.Random) -> dict[str, Any]:
     topic = rng.choice(sorted(TOPICS))
     while True:
-        types = rng.sample(TEXT_CONSTRAINTS, rng.choice((1, 2)))
-        if len(types) < 2 or frozenset(types) not in _CONFLICTS:
+        # One constraint that an empty answer fails, so an empty answer never passes.
+        types = [rng.choice(_NEEDS_TEXT)]
+        if rng.random() < 0.5:
+            types.append(rng.choice(TEXT_CONSTRAINTS))
+            rng.shuffle(types)
+        if len(set(types)) == len(types) and frozenset(types) not in _CONFLICTS:
             break
     cons = [_text_constraint(rng, t, topic) for t in types]
     return {"kind": "text", "topic": topic, "constraints": cons}
