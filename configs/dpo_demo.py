@@ -24,7 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.out_dir = "runs/dpo_demo"  # metrics.jsonl, loss.png, checkpoints/, final_<format>/
 
     c.loss = ml_collections.ConfigDict()
-    c.loss.name = "sigmoid"  # key of spar_jax.training.losses.PREFERENCE_LOSSES
+    c.loss.name = "sigmoid"  # key of spar_jax.training.preference.PREFERENCE_LOSSES
     c.loss.beta = 0.1
     c.loss.label_smoothing = 0.0
     c.loss.gamma = None  # simpo only

@@ -1,4 +1,5 @@
-"""Tests for spar_jax.training.losses: numpy by hand, TRL's own loss code, invariants."""
+"""Tests for spar_jax.training.losses / preference / logprobs: numpy by hand, TRL's own loss
+code, invariants, the registry and the README's how-to."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from spar_jax.training import losses
+from spar_jax.training import logprobs, losses, preference
 
 B = 6
 
@@ -119,13 +120,13 @@ def test_preference_metrics_match_numpy(logps):
     beta = 0.1
     pc, pr, rc, rr = _four(logps)
     cr, rj = beta * (pc - rc), beta * (pr - rr)
-    m = losses.preference_metrics(pc, pr, rc, rr, beta=beta)
+    m = preference.preference_metrics(pc, pr, rc, rr, beta=beta)
     np.testing.assert_allclose(m["rewards/chosen"], cr.mean(), rtol=1e-5)
     np.testing.assert_allclose(m["rewards/rejected"], rj.mean(), rtol=1e-5)
     np.testing.assert_allclose(m["rewards/margins"], (cr - rj).mean(), rtol=1e-5)
     np.testing.assert_allclose(m["rewards/accuracies"], (cr > rj).mean(), rtol=1e-6)
     weights = np.array([1, 1, 0, 1, 0, 1], np.float32)
-    mw = losses.preference_metrics(pc, pr, rc, rr, beta=beta, mask=weights)
+    mw = preference.preference_metrics(pc, pr, rc, rr, beta=beta, mask=weights)
     np.testing.assert_allclose(mw["rewards/chosen"], cr[weights > 0].mean(), rtol=1e-5)
 
 
@@ -147,14 +148,16 @@ def test_sequence_logps_matches_numpy():
     expected_avg = expected_sum / np.maximum(mask.sum(-1), 1)
     # HF-style ignore index on padding must not matter
     padded_targets = np.where(mask == 1, targets, -100)
-    got_sum = losses.sequence_logps(logits, padded_targets, mask)
-    got_avg = losses.sequence_logps(logits, padded_targets, mask, average=True)
+    got_sum = logprobs.sequence_logps(logits, padded_targets, mask)
+    got_avg = logprobs.sequence_logps(logits, padded_targets, mask, average=True)
     np.testing.assert_allclose(got_sum, expected_sum, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got_avg, expected_avg, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(losses.token_logps(logits, targets), per_token, rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(losses.token_counts(mask), mask.sum(-1))
+    np.testing.assert_allclose(
+        logprobs.token_logps(logits, targets), per_token, rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_array_equal(logprobs.token_counts(mask), mask.sum(-1))
     # bf16 logits are upcast: result is float32
-    assert losses.sequence_logps(logits.astype(jnp.bfloat16), targets, mask).dtype == jnp.float32
+    assert logprobs.sequence_logps(logits.astype(jnp.bfloat16), targets, mask).dtype == jnp.float32
 
 
 def test_masked_mean():
@@ -236,7 +239,7 @@ def _trl_dpo_compute_loss(loss_type: str, batch: dict[str, np.ndarray], beta: fl
 def test_dpo_family_matches_trl_dpo_trainer(logps, loss_type, eps):
     beta = 0.1 if loss_type != "ipo" else 0.5
     trl_loss, trl_metrics = _trl_dpo_compute_loss(loss_type, logps, beta, eps)
-    per_example, metrics = losses.preference_loss(
+    per_example, metrics = preference.preference_loss(
         loss_type, **logps, beta=beta, label_smoothing=eps if loss_type == "robust" else None
     )
     np.testing.assert_allclose(float(per_example.mean()), trl_loss, rtol=1e-5)
@@ -273,7 +276,7 @@ def test_simpo_matches_trl_cpo(logps):
     nc, nr = logps["chosen_lengths"], logps["rejected_lengths"]
     # TRL's CPO feeds simpo average log-probs (``average_log_prob=loss_type in ["ipo", "simpo"]``)
     expected = _trl_cpo_loss("simpo", pc / nc, pr / nr, beta=beta, eps=eps, gamma=gamma)
-    per_example, _ = losses.preference_loss(
+    per_example, _ = preference.preference_loss(
         "simpo", **logps, beta=beta, gamma=gamma, label_smoothing=eps
     )
     np.testing.assert_allclose(per_example, expected, rtol=1e-5)
@@ -304,7 +307,7 @@ def test_sequence_logps_matches_trl_get_batch_logps():
         ).numpy()
         # TRL shifts inside; we take already-shifted targets
         targets, mask = labels[:, 1:], labels[:, 1:] != -100
-        got = losses.sequence_logps(logits[:, :-1], targets, mask, average=average)
+        got = logprobs.sequence_logps(logits[:, :-1], targets, mask, average=average)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -346,17 +349,17 @@ def test_label_smoothing_semantics():
 
 
 def test_ftx_weight_adds_length_normalised_nll(logps):
-    combined, metrics = losses.preference_loss("sigmoid", **logps, beta=0.1, ftx_weight=0.1)
+    combined, metrics = preference.preference_loss("sigmoid", **logps, beta=0.1, ftx_weight=0.1)
     pure = losses.dpo_loss(*_four(logps), beta=0.1)
     nll = -logps["policy_chosen_logps"] / logps["chosen_lengths"]
     np.testing.assert_allclose(combined - pure, 0.1 * nll, rtol=1e-4)
     np.testing.assert_allclose(metrics["loss"], float(jnp.mean(combined)), rtol=1e-6)
     np.testing.assert_allclose(metrics["loss/nll"], nll.mean(), rtol=1e-5)
-    no_ftx, _ = losses.preference_loss("sigmoid", **logps, beta=0.1)
+    no_ftx, _ = preference.preference_loss("sigmoid", **logps, beta=0.1)
     np.testing.assert_allclose(no_ftx, pure, rtol=1e-6)
 
 
-@pytest.mark.parametrize("name", sorted(losses.PREFERENCE_LOSSES))
+@pytest.mark.parametrize("name", sorted(preference.PREFERENCE_LOSSES))
 def test_gradient_signs(name):
     # a point where every loss is active: small positive margin (inside the hinge, below IPO's
     # target 1/(2 beta) = 5 per token)
@@ -370,7 +373,7 @@ def test_gradient_signs(name):
     }
 
     def total(pc, pr):
-        per_example, _ = losses.preference_loss(
+        per_example, _ = preference.preference_loss(
             name, **{**args, "policy_chosen_logps": pc, "policy_rejected_logps": pr}, beta=0.1
         )
         return per_example.sum()
@@ -386,11 +389,11 @@ def test_mask_zeroes_padding_examples(logps):
     mask = jnp.array([1, 1, 1, 0, 1, 0])
     bad = {k: v.copy() for k, v in logps.items()}
     bad["policy_chosen_logps"][3] = np.nan  # garbage in a padding example must not leak
-    for name in losses.PREFERENCE_LOSSES:
-        per_example, metrics = losses.preference_loss(
+    for name in preference.PREFERENCE_LOSSES:
+        per_example, metrics = preference.preference_loss(
             name, **bad, beta=0.1, ftx_weight=0.1, mask=mask
         )
-        full, _ = losses.preference_loss(name, **logps, beta=0.1, ftx_weight=0.1)
+        full, _ = preference.preference_loss(name, **logps, beta=0.1, ftx_weight=0.1)
         np.testing.assert_array_equal(np.asarray(per_example)[[3, 5]], 0.0)
         np.testing.assert_allclose(per_example[mask == 1], full[mask == 1], rtol=1e-6)
         np.testing.assert_allclose(metrics["loss"], full[mask == 1].mean(), rtol=1e-5)
@@ -399,16 +402,16 @@ def test_mask_zeroes_padding_examples(logps):
 
 def test_losses_compute_in_float32(logps):
     bf16 = {k: jnp.asarray(v, jnp.bfloat16) for k, v in logps.items()}
-    for name in losses.PREFERENCE_LOSSES:
-        per_example, metrics = losses.preference_loss(name, **bf16, beta=0.1, ftx_weight=0.1)
+    for name in preference.PREFERENCE_LOSSES:
+        per_example, metrics = preference.preference_loss(name, **bf16, beta=0.1, ftx_weight=0.1)
         assert per_example.dtype == jnp.float32, name
         assert all(v.dtype == jnp.float32 for v in metrics.values()), name
 
 
 def test_preference_loss_under_jit(logps):
-    fn = jax.jit(losses.preference_loss, static_argnames="name")
+    fn = jax.jit(preference.preference_loss, static_argnames="loss")
     got, _ = fn("sigmoid", **logps, beta=0.1, ftx_weight=0.1)
-    eager, _ = losses.preference_loss("sigmoid", **logps, beta=0.1, ftx_weight=0.1)
+    eager, _ = preference.preference_loss("sigmoid", **logps, beta=0.1, ftx_weight=0.1)
     np.testing.assert_allclose(got, eager, rtol=1e-6)
 
 
@@ -438,10 +441,10 @@ def test_chunked_matches_unchunked(v, chunk_size, average):
 
     def unchunked(h, w):
         logits = jnp.einsum("BTD,DV->BTV", h, w)
-        return losses.sequence_logps(logits, targets, mask, average=average)
+        return logprobs.sequence_logps(logits, targets, mask, average=average)
 
     def chunked(h, w):
-        return losses.sequence_logps_from_hidden(
+        return logprobs.sequence_logps_from_hidden(
             h, w, targets, mask, chunk_size=chunk_size, average=average
         )
 
@@ -484,10 +487,10 @@ def test_chunked_overlap_columns_of_the_last_chunk(v, chunk_size):
     weights = jnp.array([0.7, -1.3, 2.1])
 
     def unchunked(h, w):
-        return losses.sequence_logps(jnp.einsum("BTD,DV->BTV", h, w), targets, mask)
+        return logprobs.sequence_logps(jnp.einsum("BTD,DV->BTV", h, w), targets, mask)
 
     def chunked(h, w):
-        return losses.sequence_logps_from_hidden(h, w, targets, mask, chunk_size=chunk_size)
+        return logprobs.sequence_logps_from_hidden(h, w, targets, mask, chunk_size=chunk_size)
 
     @jax.jit
     def value_and_grads(h, w):
@@ -508,9 +511,9 @@ def test_chunked_accepts_bf16_and_ignore_index():
 
     @jax.jit
     def both(hidden, lm_head):
-        got = losses.sequence_logps_from_hidden(hidden, lm_head, padded, mask, chunk_size=16)
+        got = logprobs.sequence_logps_from_hidden(hidden, lm_head, padded, mask, chunk_size=16)
         logits = jnp.einsum("BTD,DV->BTV", hidden, lm_head, preferred_element_type=jnp.float32)
-        return got, losses.sequence_logps(logits, targets, mask)
+        return got, logprobs.sequence_logps(logits, targets, mask)
 
     got, want = both(hidden, lm_head)
     assert got.dtype == jnp.float32
@@ -531,10 +534,10 @@ def test_chunked_backward_does_not_materialise_full_logits():
 
     full_logits_bytes = b * t * v * 4
     chunked = temp_bytes(
-        lambda h, w: losses.sequence_logps_from_hidden(h, w, targets, mask, chunk_size=512)
+        lambda h, w: logprobs.sequence_logps_from_hidden(h, w, targets, mask, chunk_size=512)
     )
     unchunked = temp_bytes(
-        lambda h, w: losses.sequence_logps(jnp.einsum("BTD,DV->BTV", h, w), targets, mask)
+        lambda h, w: logprobs.sequence_logps(jnp.einsum("BTD,DV->BTV", h, w), targets, mask)
     )
     assert unchunked >= full_logits_bytes  # the check can tell the difference
     assert chunked < full_logits_bytes / 3, (chunked, full_logits_bytes)
@@ -547,36 +550,97 @@ def test_chunked_backward_does_not_materialise_full_logits():
 
 def test_registry_unknown_name_lists_valid_names():
     with pytest.raises(ValueError, match=r"unknown preference loss 'dpo'.*hinge, ipo, robust"):
-        losses.get_preference_loss("dpo")
-    assert losses.get_preference_loss("sigmoid") is losses.dpo_loss
+        preference.get_preference_loss("dpo")
+    assert preference.get_preference_loss("sigmoid").fn is losses.dpo_loss
 
 
 def test_preference_loss_argument_checks(logps):
     with pytest.raises(ValueError, match=r"gamma=0\.5 is not used by preference loss 'sigmoid'"):
-        losses.preference_loss("sigmoid", **logps, gamma=0.5)
+        preference.preference_loss("sigmoid", **logps, gamma=0.5)
     with pytest.raises(
         ValueError, match=r"label_smoothing=0\.1 is not used by preference loss 'ipo'"
     ):
-        losses.preference_loss("ipo", **logps, label_smoothing=0.1)
-    losses.preference_loss("ipo", **logps, label_smoothing=0.0)  # 0 means off: accepted
+        preference.preference_loss("ipo", **logps, label_smoothing=0.1)
+    preference.preference_loss("ipo", **logps, label_smoothing=0.0)  # 0 means off: accepted
     no_ref = {k: v for k, v in logps.items() if not k.startswith("reference")}
     with pytest.raises(ValueError, match="needs \\['reference_chosen_logps'"):
-        losses.preference_loss("sigmoid", **no_ref)
-    losses.preference_loss("simpo", **no_ref)  # reference-free
+        preference.preference_loss("sigmoid", **no_ref)
+    preference.preference_loss("simpo", **no_ref)  # reference-free
     no_len = {k: v for k, v in logps.items() if not k.endswith("lengths")}
     with pytest.raises(ValueError, match="ftx_weight"):
-        losses.preference_loss("sigmoid", **no_len, ftx_weight=0.1)
+        preference.preference_loss("sigmoid", **no_len, ftx_weight=0.1)
 
 
-def test_new_loss_is_one_function_and_one_line(logps, monkeypatch):
-    def exp_loss(policy_chosen_logps, policy_rejected_logps, *, beta=1.0, tau=1.0):
+def test_new_loss_is_one_function_and_one_registration(logps, monkeypatch):
+    def exp_loss(policy_chosen_logps, policy_rejected_logps, *, beta, tau):
         return tau * jnp.exp(-beta * (jnp.asarray(policy_chosen_logps) - policy_rejected_logps))
 
-    monkeypatch.setitem(losses.PREFERENCE_LOSSES, "exp", exp_loss)
+    monkeypatch.setattr(preference, "PREFERENCE_LOSSES", dict(preference.PREFERENCE_LOSSES))
+    preference.register(
+        "exp", exp_loss, hyperparameters={"beta": 1.0, "tau": 1.0}, uses_reference=False
+    )
     mask = jnp.array([1, 1, 1, 1, 0, 1])
-    got, metrics = losses.preference_loss(
+    got, metrics = preference.preference_loss(
         "exp", **logps, beta=0.01, loss_kwargs={"tau": 2.0}, mask=mask
     )
     pc, pr = logps["policy_chosen_logps"], logps["policy_rejected_logps"]
     np.testing.assert_allclose(got, mask * 2.0 * np.exp(-0.01 * (pc - pr)), rtol=1e-5)
+    # Reference-free and not length-normalised, as declared: rewards are beta x log pi.
     np.testing.assert_allclose(metrics["rewards/chosen"], 0.01 * pc[mask == 1].mean(), rtol=1e-5)
+
+
+def test_reward_normalisation_is_declared_not_inferred(logps):
+    """A length-normalised loss reports per-token rewards and a plain one summed ones, whatever
+    their signatures say; an unscaled loss says so (no hidden beta = 1 fallback)."""
+    pc, pr, rc, rr = _four(logps)
+    nc, nr = logps["chosen_lengths"], logps["rejected_lengths"]
+
+    def margin_loss(pc, pr, rc, rr, *, beta, chosen_lengths=None, rejected_lengths=None):
+        return jax.nn.softplus(-beta * ((pc - rc) - (pr - rr)))
+
+    summed = preference.PreferenceLoss(fn=margin_loss, hyperparameters={"beta": 0.2})
+    _, m = preference.preference_loss(summed, **logps)
+    np.testing.assert_allclose(m["rewards/chosen"], (0.2 * (pc - rc)).mean(), rtol=1e-5)
+    per_token = preference.PreferenceLoss(
+        fn=margin_loss, hyperparameters={"beta": 0.2}, length_normalized=True
+    )
+    _, m = preference.preference_loss(per_token, **logps)
+    np.testing.assert_allclose(m["rewards/chosen"], (0.2 * (pc - rc) / nc).mean(), rtol=1e-5)
+    np.testing.assert_allclose(m["rewards/rejected"], (0.2 * (pr - rr) / nr).mean(), rtol=1e-5)
+
+    def no_beta(pc, pr, rc, rr, *, margin):
+        return jax.nn.relu(margin - ((pc - rc) - (pr - rr)))
+
+    with pytest.raises(ValueError, match="reward_scale='beta' is not one of"):
+        preference.PreferenceLoss(fn=no_beta, hyperparameters={"margin": 1.0})
+    unscaled = preference.PreferenceLoss(
+        fn=no_beta, hyperparameters={"margin": 1.0}, reward_scale=None
+    )
+    _, m = preference.preference_loss(unscaled, **logps)
+    np.testing.assert_allclose(m["rewards/chosen"], (pc - rc).mean(), rtol=1e-5)
+
+
+def test_weights_count_once_in_the_metrics(logps):
+    """Example weights of 0.5, checked by hand: each metric is sum(w x value) / sum(w)."""
+    w = np.array([1.0, 0.5, 0.5, 1.0, 0.0, 0.5])
+    beta = 0.1
+    per_example, m = preference.preference_loss(
+        "sigmoid", **logps, beta=beta, ftx_weight=0.1, mask=jnp.asarray(w)
+    )
+    pc, pr, rc, rr = _four(logps)
+    dpo = -_log_sigmoid(beta * _margin(logps))
+    nll = -pc / logps["chosen_lengths"]
+    np.testing.assert_allclose(per_example, w * (dpo + 0.1 * nll), rtol=1e-5)
+    total = w.sum()  # 3.5
+    np.testing.assert_allclose(m["loss"], (w * (dpo + 0.1 * nll)).sum() / total, rtol=1e-5)
+    np.testing.assert_allclose(m["loss/preference"], (w * dpo).sum() / total, rtol=1e-5)
+    np.testing.assert_allclose(m["loss/nll"], (w * nll).sum() / total, rtol=1e-5)
+    np.testing.assert_allclose(m["logps/chosen"], (w * pc).sum() / total, rtol=1e-5)
+    chosen, rejected = beta * (pc - rc), beta * (pr - rr)
+    np.testing.assert_allclose(m["rewards/chosen"], (w * chosen).sum() / total, rtol=1e-5)
+    np.testing.assert_allclose(
+        m["rewards/margins"], (w * (chosen - rejected)).sum() / total, rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        m["rewards/accuracies"], (w * (chosen > rejected)).sum() / total, rtol=1e-5
+    )

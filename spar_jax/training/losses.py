@@ -1,76 +1,34 @@
-"""Sequence log-probabilities and the DPO family of preference losses.
+"""The DPO family of preference losses, per example, as pure functions over arrays.
 
-Everything here is a pure function over arrays. Computation is float32 whatever the input dtype,
-and every loss returns per-example values ``[B]``: reduce them in the train step with
-``masked_mean``. The log-prob of a response is the sum over its tokens (``sequence_logps``);
-losses that length-normalise also take the token counts.
+Computation is float32 whatever the input dtype, and every loss returns per-example values
+``[B]``; reduce them in the train step (``masked_mean``). Log-probs of a response are sums over
+its tokens (``training.logprobs``); losses that length-normalise also take the token counts.
+Each loss takes an optional per-example ``mask`` (weights, 0 on padding) and applies it with
+``apply_mask``, so that it can be used on its own; the trainer calls them through
+``training.preference``, which applies the mask itself, once.
 
-SPaR trains the actor with sigmoid DPO against the previous round's actor (beta 0.1) plus
-0.1 x the length-normalised NLL of the chosen response (LLaMA-Factory's ``pref_ftx``)::
-
-    per_example, metrics = preference_loss(
-        "sigmoid",
-        policy_chosen_logps=pc, policy_rejected_logps=pr,
-        reference_chosen_logps=rc, reference_rejected_logps=rr,
-        chosen_lengths=nc, rejected_lengths=nr,
-        beta=0.1, ftx_weight=0.1, mask=example_mask,
-    )
-    loss = masked_mean(per_example, example_mask)
-
-How to add a loss
------------------
-1. Write one pure per-example function in this file (or anywhere). Its arguments are named from
-   this list, and ``preference_loss`` passes it exactly the ones it declares:
-
-   * log-probs ``[B]``, summed over response tokens: ``policy_chosen_logps``,
-     ``policy_rejected_logps``, ``reference_chosen_logps``, ``reference_rejected_logps``
-     (leave the reference ones out for a reference-free loss);
-   * ``chosen_lengths``, ``rejected_lengths`` ``[B]``: response token counts, for a loss that
-     length-normalises (declare them with default ``None``);
-   * keyword-only hyperparameters with defaults: ``beta``, ``label_smoothing``, ``gamma``, or
-     any other name, which the trainer then passes through ``loss_kwargs``;
-   * ``mask=None``: optional per-example weights ``[B]``; apply them with ``_apply_mask``.
-
-   Compute in float32 and return ``[B]``. Give it a docstring with the formula and the paper.
-2. Add one line to ``PREFERENCE_LOSSES``: ``"my_loss": my_loss,`` (code outside this package can
-   also do ``losses.PREFERENCE_LOSSES["my_loss"] = my_loss``).
-
-Then select it from the config by name; the trainer does not change.
+SPaR trains the actor with sigmoid DPO (``dpo_loss``, beta 0.1) against the previous round's
+actor plus 0.1 x the length-normalised NLL of the chosen response (``nll_loss``, LLaMA-Factory's
+``pref_ftx``). How to add a loss: ``training.preference`` (and the README).
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-# The log-prob helpers live in logprobs.py; they are re-exported here, where losses are built.
-from spar_jax.training.logprobs import (
-    sequence_logps,
-    sequence_logps_from_hidden,
-    token_counts,
-    token_logps,
-)
-
 __all__ = [
-    "PREFERENCE_LOSSES",
+    "apply_mask",
     "dpo_loss",
-    "get_preference_loss",
     "hinge_loss",
     "ipo_loss",
     "masked_mean",
     "nll_loss",
-    "preference_loss",
-    "preference_metrics",
+    "per_token",
     "robust_dpo_loss",
-    "sequence_logps",
-    "sequence_logps_from_hidden",
     "simpo_loss",
-    "token_counts",
-    "token_logps",
 ]
 
 
@@ -83,8 +41,13 @@ def _f32(x: Any) -> jax.Array:
 # ---------------------------------------------------------------------------------------------
 
 
-def _apply_mask(values: jax.Array, mask: jax.Array | None) -> jax.Array:
-    """``values * mask`` with exact zeros where ``mask == 0`` (even if ``values`` is nan/inf)."""
+def apply_mask(values: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """``values * mask`` with exact zeros where ``mask == 0`` (even if ``values`` is nan/inf).
+
+    Args:
+      values: ``[B]`` (or any shape) per-example values.
+      mask: same shape, bool or float weights; ``None`` returns ``values`` unchanged.
+    """
     if mask is None:
         return values
     mask = _f32(mask)
@@ -104,7 +67,7 @@ def masked_mean(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     x = _f32(x)
     if mask is None:
         return jnp.mean(x)
-    total = jnp.sum(_apply_mask(x, mask))
+    total = jnp.sum(apply_mask(x, mask))
     weight = jnp.sum(_f32(mask))
     return jnp.where(weight > 0, total / jnp.where(weight > 0, weight, 1.0), 0.0)
 
@@ -133,7 +96,9 @@ def _smoothed_logistic(logits: jax.Array, label_smoothing: Any) -> jax.Array:
     ) - label_smoothing * jax.nn.log_sigmoid(-logits)
 
 
-def _per_token(logps: jax.Array, lengths: jax.Array | None) -> jax.Array:
+def per_token(logps: jax.Array, lengths: jax.Array | None) -> jax.Array:
+    """``logps / max(lengths, 1)`` in float32, ``[B]``: the mean token log-prob of each response
+    (``logps`` unchanged when ``lengths`` is None)."""
     logps = _f32(logps)
     if lengths is None:
         return logps
@@ -177,7 +142,7 @@ def dpo_loss(
     h = _logratio_margin(
         policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
     )
-    return _apply_mask(_smoothed_logistic(beta * h, label_smoothing), mask)
+    return apply_mask(_smoothed_logistic(beta * h, label_smoothing), mask)
 
 
 def ipo_loss(
@@ -198,8 +163,8 @@ def ipo_loss(
 
     where ``h`` is the DPO log-ratio margin. When lengths are given, each side's log-ratio is
     divided by its token count first, ``h = (pi_c - ref_c) / n_c - (pi_r - ref_r) / n_r``, which is
-    what TRL (1.x) and LLaMA-Factory do and what the IPO authors used; ``preference_loss`` always
-    passes the lengths.
+    what TRL (1.x) and LLaMA-Factory do and what the IPO authors used; the trainer always passes
+    the lengths.
 
     Args:
       policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
@@ -211,10 +176,10 @@ def ipo_loss(
     Returns:
       ``[B]`` float32 losses.
     """
-    h = _per_token(
+    h = per_token(
         _f32(policy_chosen_logps) - _f32(reference_chosen_logps), chosen_lengths
-    ) - _per_token(_f32(policy_rejected_logps) - _f32(reference_rejected_logps), rejected_lengths)
-    return _apply_mask((h - 1.0 / (2.0 * beta)) ** 2, mask)
+    ) - per_token(_f32(policy_rejected_logps) - _f32(reference_rejected_logps), rejected_lengths)
+    return apply_mask((h - 1.0 / (2.0 * beta)) ** 2, mask)
 
 
 def hinge_loss(
@@ -246,7 +211,7 @@ def hinge_loss(
     h = _logratio_margin(
         policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
     )
-    return _apply_mask(jax.nn.relu(1.0 - beta * h), mask)
+    return apply_mask(jax.nn.relu(1.0 - beta * h), mask)
 
 
 def robust_dpo_loss(
@@ -286,7 +251,7 @@ def robust_dpo_loss(
     )
     clean = -(1.0 - label_smoothing) * jax.nn.log_sigmoid(beta * h)
     flipped = -label_smoothing * jax.nn.log_sigmoid(-beta * h)
-    return _apply_mask((clean - flipped) / (1.0 - 2.0 * label_smoothing), mask)
+    return apply_mask((clean - flipped) / (1.0 - 2.0 * label_smoothing), mask)
 
 
 def simpo_loss(
@@ -307,8 +272,8 @@ def simpo_loss(
         loss = -(1 - eps) * log sigmoid(x) - eps * log sigmoid(-x)
 
     ``avg_logp`` is the mean token log-prob. Pass average log-probs directly, or summed
-    log-probs together with ``chosen_lengths`` / ``rejected_lengths`` (``preference_loss`` does
-    the latter). The paper's defaults are around ``beta = 2``, ``gamma / beta = 0.5``.
+    log-probs together with ``chosen_lengths`` / ``rejected_lengths`` (the trainer does the
+    latter). The paper's defaults are around ``beta = 2``, ``gamma / beta = 0.5``.
 
     Args:
       policy_chosen_logps, policy_rejected_logps: ``[B]`` average (or, with lengths, summed)
@@ -322,11 +287,9 @@ def simpo_loss(
     Returns:
       ``[B]`` float32 losses.
     """
-    chosen = _per_token(policy_chosen_logps, chosen_lengths)
-    rejected = _per_token(policy_rejected_logps, rejected_lengths)
-    return _apply_mask(
-        _smoothed_logistic(beta * (chosen - rejected) - gamma, label_smoothing), mask
-    )
+    chosen = per_token(policy_chosen_logps, chosen_lengths)
+    rejected = per_token(policy_rejected_logps, rejected_lengths)
+    return apply_mask(_smoothed_logistic(beta * (chosen - rejected) - gamma, label_smoothing), mask)
 
 
 def nll_loss(
@@ -336,199 +299,6 @@ def nll_loss(
 
     SPaR adds ``0.1 x`` this to DPO, as LLaMA-Factory's ``pref_ftx`` does
     (``losses += ftx_gamma * -chosen_logps / chosen_length``); the weight is applied by the
-    caller (``preference_loss(..., ftx_weight=0.1)``). Lengths are clamped to >= 1.
+    caller (``preference.preference_loss(..., ftx_weight=0.1)``). Lengths are clamped to >= 1.
     """
-    return _apply_mask(-_per_token(chosen_logps_sum, chosen_lengths), mask)
-
-
-# ---------------------------------------------------------------------------------------------
-# Metrics
-# ---------------------------------------------------------------------------------------------
-
-
-def preference_metrics(
-    policy_chosen_logps: jax.Array,
-    policy_rejected_logps: jax.Array,
-    reference_chosen_logps: jax.Array | None = None,
-    reference_rejected_logps: jax.Array | None = None,
-    *,
-    beta: float = 0.1,
-    mask: jax.Array | None = None,
-) -> dict[str, jax.Array]:
-    """Batch means of the implicit rewards ``r = beta * (log pi - log ref)``, as TRL logs them.
-
-    Args:
-      policy_chosen_logps, policy_rejected_logps: ``[B]``.
-      reference_chosen_logps, reference_rejected_logps: ``[B]``, or ``None`` for a
-        reference-free loss (reward ``beta * log pi``).
-      beta: reward scale.
-      mask: optional ``[B]`` per-example weights for the means.
-
-    Returns:
-      Scalars ``rewards/chosen``, ``rewards/rejected``, ``rewards/margins`` (chosen - rejected)
-      and ``rewards/accuracies`` (fraction with chosen > rejected, strictly).
-    """
-    chosen = _f32(policy_chosen_logps)
-    rejected = _f32(policy_rejected_logps)
-    if reference_chosen_logps is not None:
-        chosen = chosen - _f32(reference_chosen_logps)
-    if reference_rejected_logps is not None:
-        rejected = rejected - _f32(reference_rejected_logps)
-    chosen_rewards, rejected_rewards = beta * chosen, beta * rejected
-    return {
-        "rewards/chosen": masked_mean(chosen_rewards, mask),
-        "rewards/rejected": masked_mean(rejected_rewards, mask),
-        "rewards/margins": masked_mean(chosen_rewards - rejected_rewards, mask),
-        "rewards/accuracies": masked_mean(_f32(chosen_rewards > rejected_rewards), mask),
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# Registry and the combined loss the trainer calls
-# ---------------------------------------------------------------------------------------------
-
-PreferenceLoss = Callable[..., jax.Array]
-
-PREFERENCE_LOSSES: dict[str, PreferenceLoss] = {
-    "sigmoid": dpo_loss,
-    "ipo": ipo_loss,
-    "hinge": hinge_loss,
-    "robust": robust_dpo_loss,
-    "simpo": simpo_loss,
-}
-
-
-def get_preference_loss(name: str) -> PreferenceLoss:
-    """The loss registered under ``name`` in ``PREFERENCE_LOSSES`` (a config value)."""
-    try:
-        return PREFERENCE_LOSSES[name]
-    except KeyError:
-        valid = ", ".join(sorted(PREFERENCE_LOSSES))
-        raise ValueError(
-            f"unknown preference loss {name!r}; choose one of: {valid} "
-            "(or register a new one in spar_jax.training.losses.PREFERENCE_LOSSES)"
-        ) from None
-
-
-def _is_zero(value: Any) -> bool:
-    return isinstance(value, int | float) and value == 0
-
-
-def preference_loss(
-    name: str,
-    *,
-    policy_chosen_logps: jax.Array,
-    policy_rejected_logps: jax.Array,
-    reference_chosen_logps: jax.Array | None = None,
-    reference_rejected_logps: jax.Array | None = None,
-    chosen_lengths: jax.Array | None = None,
-    rejected_lengths: jax.Array | None = None,
-    beta: float | None = None,
-    label_smoothing: float | None = None,
-    gamma: float | None = None,
-    ftx_weight: float = 0.0,
-    mask: jax.Array | None = None,
-    loss_kwargs: Mapping[str, Any] | None = None,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The registered loss ``name`` plus ``ftx_weight x nll_loss``, per example, with metrics.
-
-    The loss function is called with only the arguments its signature declares (see "How to
-    add a loss" at the top of this module). A hyperparameter left ``None`` takes the loss's own
-    default. One the loss does not take must be ``None`` (``label_smoothing`` may also be
-    ``0``): a set value that would be silently ignored is an error.
-
-    Args:
-      name: key of ``PREFERENCE_LOSSES``.
-      policy_chosen_logps, policy_rejected_logps: ``[B]`` summed response log-probs.
-      reference_chosen_logps, reference_rejected_logps: ``[B]``; required by reference-based
-        losses, ignored by reference-free ones.
-      chosen_lengths, rejected_lengths: ``[B]`` response token counts; needed by
-        length-normalising losses and by ``ftx_weight != 0``.
-      beta, label_smoothing, gamma: hyperparameters, passed to the losses that take them.
-      ftx_weight: weight of the length-normalised chosen NLL (SPaR: 0.1).
-      mask: optional ``[B]`` per-example weights (e.g. 0 for padding examples).
-      loss_kwargs: extra keyword hyperparameters for a loss that declares them.
-
-    Returns:
-      ``(per_example_loss [B], metrics)``; ``metrics`` holds scalars: ``loss``,
-      ``loss/preference``, ``loss/nll`` (when lengths are given), ``logps/chosen``,
-      ``logps/rejected`` and the ``preference_metrics`` of the rewards the loss itself uses
-      (length-normalised for losses taking lengths, reference-free for those without a
-      reference).
-    """
-    fn = get_preference_loss(name)
-    params = inspect.signature(fn).parameters
-    arrays = {
-        "policy_chosen_logps": policy_chosen_logps,
-        "policy_rejected_logps": policy_rejected_logps,
-        "reference_chosen_logps": reference_chosen_logps,
-        "reference_rejected_logps": reference_rejected_logps,
-        "chosen_lengths": chosen_lengths,
-        "rejected_lengths": rejected_lengths,
-    }
-    hparams = {"beta": beta, "label_smoothing": label_smoothing, "gamma": gamma}
-    hparams.update(loss_kwargs or {})
-
-    kwargs: dict[str, Any] = {k: v for k, v in arrays.items() if k in params and v is not None}
-    for key, value in hparams.items():
-        if value is None:
-            continue
-        if key in params:
-            kwargs[key] = value
-        elif not (key == "label_smoothing" and _is_zero(value)):
-            takes = sorted(k for k in params if k not in arrays and k != "mask")
-            raise ValueError(
-                f"{key}={value!r} is not used by preference loss {name!r} (it takes {takes}); "
-                "leave it unset or choose a loss that uses it"
-            )
-    if "mask" in params:
-        kwargs["mask"] = mask
-    missing = [k for k, p in params.items() if p.default is p.empty and k not in kwargs]
-    if missing:
-        raise ValueError(f"preference loss {name!r} needs {missing}; pass them to preference_loss")
-
-    preference = fn(**kwargs)
-    if "mask" not in params:  # a loss without a mask argument still gets padding zeroed
-        preference = _apply_mask(preference, mask)
-    total = preference
-    metrics: dict[str, jax.Array] = {"loss/preference": masked_mean(preference, mask)}
-    if chosen_lengths is not None:
-        nll = nll_loss(policy_chosen_logps, chosen_lengths, mask=mask)
-        metrics["loss/nll"] = masked_mean(nll, mask)
-        if not _is_zero(ftx_weight):
-            total = total + ftx_weight * nll
-    elif not _is_zero(ftx_weight):
-        raise ValueError("ftx_weight != 0 needs chosen_lengths (the NLL is length-normalised)")
-    metrics["loss"] = masked_mean(total, mask)
-    metrics["logps/chosen"] = masked_mean(policy_chosen_logps, mask)
-    metrics["logps/rejected"] = masked_mean(policy_rejected_logps, mask)
-
-    # Rewards as the loss sees them: per token if it length-normalises, no reference if it has none.
-    def _as_seen(logps, lengths):
-        if logps is None:
-            return None
-        return _per_token(logps, lengths if "chosen_lengths" in params else None)
-
-    if "beta" in kwargs:
-        reward_beta = kwargs["beta"]
-    elif "beta" in params:
-        reward_beta = params["beta"].default
-    else:
-        reward_beta = 1.0
-    metrics.update(
-        preference_metrics(
-            _as_seen(policy_chosen_logps, chosen_lengths),
-            _as_seen(policy_rejected_logps, rejected_lengths),
-            _as_seen(
-                reference_chosen_logps if "reference_chosen_logps" in params else None,
-                chosen_lengths,
-            ),
-            _as_seen(
-                reference_rejected_logps if "reference_rejected_logps" in params else None,
-                rejected_lengths,
-            ),
-            beta=reward_beta,
-            mask=mask,
-        )
-    )
-    return total, metrics
+    return apply_mask(-per_token(chosen_logps_sum, chosen_lengths), mask)
