@@ -206,27 +206,6 @@ def optimizer_shardings(optimizer, params_shapes: Any, shardings: Any, mesh: Mes
     )
 
 
-def state_shardings(cfg, tx, state: Any, mesh: Mesh, rules: Rules = TRAIN_RULES) -> Any:
-    """Shardings for a `training.state.TrainState` (abstract or concrete).
-
-    Params and their optimizer moments follow the parameter rules; the step,
-    RNG and data position are replicated; the online DPO reference (if any)
-    is sharded like the params.
-    """
-    params = param_shardings(cfg, mesh, rules)
-    replicated = NamedSharding(mesh, PartitionSpec())
-    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.params)
-    return state.replace(
-        step=replicated,
-        params=params,
-        opt_state=optimizer_shardings(tx, shapes, params, mesh),
-        rng=replicated,
-        epoch=replicated,
-        batch_index=replicated,
-        ref_params=None if state.ref_params is None else params,
-    )
-
-
 def batch_shardings(batch: dict[str, Any], mesh: Mesh, rules: Rules = TRAIN_RULES) -> dict:
     """A NamedSharding per batch field: rows on the data-parallel axes."""
     return {k: NamedSharding(mesh, batch_spec(rules, np.ndim(v))) for k, v in batch.items()}

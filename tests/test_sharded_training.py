@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from spar_jax import models, sharding
-from spar_jax.training import optim, steps
+from spar_jax.training import optim, placement, steps
 from spar_jax.training.state import TrainState
 
 MESHES = [(8, 1, 1), (2, 4, 1), (2, 2, 2)]
@@ -69,15 +69,15 @@ def _run(kind, setup, mesh=None):
     state = TrainState.create(jax.tree.map(np.array, params), tx)
     fn = _make_step(kind, cfg, tx, schedule)
     if mesh is None:
-        step = steps.compile_step(fn, compiler_options=steps.FAST_COMPILE)
+        step = steps.compile_step(fn)
         for _ in range(2):
             state, metrics = step(state, batch)
         return state, metrics
-    state_sh = sharding.state_shardings(cfg, tx, state, mesh)
+    state_sh = placement.state_shardings(cfg, tx, state, mesh)
     batch_sh = sharding.batch_shardings(batch, mesh)
     state = jax.device_put(state, state_sh)
     with sharding.context(mesh, sharding.TRAIN_RULES):
-        step = steps.compile_step(fn, state_sh, batch_sh, compiler_options=steps.FAST_COMPILE)
+        step = steps.compile_step(fn, state_sh, batch_sh)
         for _ in range(2):
             state, metrics = step(state, sharding.shard_batch(batch, mesh))
     return state, metrics

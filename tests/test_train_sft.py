@@ -24,8 +24,7 @@ def sft_step(accum_steps: int = 1, dtype: str = "float32"):
     return steps.compile_step(
         # chunk_size 24 < V: the vocabulary-chunked log-softmax inside the gradient (the DPO
         # tests run the one-chunk path).
-        steps.make_sft_step(cfg.replace(dtype=dtype), SGD, accum_steps=accum_steps, chunk_size=24),
-        compiler_options=steps.FAST_COMPILE,
+        steps.make_sft_step(cfg.replace(dtype=dtype), SGD, accum_steps=accum_steps, chunk_size=24)
     )
 
 

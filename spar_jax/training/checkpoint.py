@@ -1,7 +1,7 @@
 """Train-state checkpoints (orbax ``CheckpointManager``) and param-only exports.
 
 A checkpoint is the whole ``TrainState`` minus the frozen reference: params, optimizer state,
-step, RNG key and data position, plus a small JSON of run facts. Orbax writes each step into a
+step and data position, plus a small JSON of run facts for the reader. Orbax writes each step into a
 temporary directory and renames it when complete, so a run killed mid-save leaves the previous
 checkpoint as the latest; the newest ``max_to_keep`` are kept.
 
@@ -89,16 +89,6 @@ class Checkpointer:
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
         )
         return restored["state"].replace(ref_params=target.ref_params)
-
-    def meta(self, step: int | None = None) -> dict[str, Any]:
-        """The JSON facts saved with ``step`` (default: the latest)."""
-        ocp = self._ocp
-        step = self.latest_step() if step is None else step
-        return dict(
-            self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
-                "meta"
-            ]
-        )
 
     def wait(self) -> None:
         """Blocks until an async save in flight is on disk."""

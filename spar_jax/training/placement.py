@@ -18,6 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from spar_jax import errors, sharding
 from spar_jax import plan as planner
+from spar_jax.training.state import TrainState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Placement:
         return NamedSharding(self.mesh, sharding.batch_spec(self.rules, 1))
 
     def state_sharding(self, cfg, tx, state) -> Any:
-        return sharding.state_shardings(cfg, tx, state, self.mesh, self.rules)
+        return state_shardings(cfg, tx, state, self.mesh, self.rules)
 
     def place_state(self, state, shardings) -> Any:
         """The state on the mesh. With several processes each one holds the same host values
@@ -73,6 +74,27 @@ class Placement:
             process_index=jax.process_index(),
             process_count=jax.process_count(),
         )
+
+
+def state_shardings(
+    cfg, tx, state: TrainState, mesh: Mesh, rules: sharding.Rules = sharding.TRAIN_RULES
+) -> TrainState:
+    """Shardings for a ``TrainState`` (abstract or concrete), as a ``TrainState`` of them.
+
+    Params and their optimizer moments follow the parameter rules; the step and the data
+    position are replicated; the online DPO reference (if any) is sharded like the params.
+    """
+    params = sharding.param_shardings(cfg, mesh, rules)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.params)
+    return state.replace(
+        step=replicated,
+        params=params,
+        opt_state=sharding.optimizer_shardings(tx, shapes, params, mesh),
+        epoch=replicated,
+        batch_index=replicated,
+        ref_params=None if state.ref_params is None else params,
+    )
 
 
 def device_memory_bytes() -> int | None:

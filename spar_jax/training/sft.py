@@ -10,7 +10,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from spar_jax.training import common, data, loop
+from spar_jax.training import compiled, data, loop, model_io, runner, toy
+from spar_jax.training.placement import Placement
+from spar_jax.training.run_config import RunConfig
 from spar_jax.training.state import TrainState
 
 
@@ -25,8 +27,8 @@ def train_sft(config: Any, *, log: Callable[[str], None] = print) -> SFTResult:
     """Runs (or resumes) an SFT run described by an experiment ``ConfigDict``."""
     from spar_jax.tokenizer import Tokenizer
 
-    config = common.with_toy_data(config, "sft")
-    run = common.RunConfig.from_config(config)
+    config = toy.with_toy_data(config, "sft")
+    run = RunConfig.from_config(config)
     tok = Tokenizer.load(run.tokenizer)
     records, read = data.load_records(run.data, strict=run.strict)
     prepared = data.prepare_sft(
@@ -40,17 +42,18 @@ def train_sft(config: Any, *, log: Callable[[str], None] = print) -> SFTResult:
     )
     log(f"sft data {run.data}: {prepared.report.summary()}")
 
-    base_cfg, cfg, params, placement = common.load_placed_model(
-        run, tok.vocab_size, task="sft", log=log
+    placement = Placement.from_config(run.mesh, run.sharding_rules)
+    base_cfg, cfg, params = model_io.load_placed_model(
+        run, tok.vocab_size, placement, task="sft", log=log
     )
     per_epoch = data.num_batches(prepared, run.batch_size)
-    tx, _, train_step, state_sharding = common.train_step_for(
+    tx, _, train_step, state_sharding = compiled.train_step_for(
         "sft", cfg, run, run.epochs * per_epoch, placement
     )
-    state = placement.place_state(TrainState.create(params, tx, seed=run.seed), state_sharding)
+    state = placement.place_state(TrainState.create(params, tx), state_sharding)
     del params  # donated with the state
-    result = common.run_training(
+    result = runner.run_training(
         state, train_step, prepared, run, placement, kind="sft", per_epoch=per_epoch, log=log
     )
-    exports = common.export(base_cfg, result.state.params, run)
+    exports = model_io.export(base_cfg, result.state.params, run)
     return SFTResult(loop=result, exports=exports, skipped=prepared.report)

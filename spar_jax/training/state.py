@@ -1,9 +1,10 @@
 """The train state: everything a run needs to continue exactly where it stopped.
 
-Parameters, optimizer state, the update counter, the RNG key and the data position (which
-epoch, which batch of it comes next) are one ``flax.struct.dataclass``. The train step takes it
-and returns the next one; checkpoints save it whole (except ``ref_params``, the frozen DPO
-reference, which is reloaded from the round's starting model on resume).
+Parameters, optimizer state, the update counter and the data position (which epoch, which
+batch of it comes next) are one ``flax.struct.dataclass``. The train step takes it and returns
+the next one; checkpoints save it whole (except ``ref_params``, the frozen DPO reference, which
+is reloaded from the round's starting model on resume). Nothing in a step is random (no
+dropout), so there is no RNG key: the data order is a function of the seed and the epoch.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ class TrainState:
     step: jax.Array  # [] int32: optimizer updates applied so far
     params: Params  # float32 master weights (compute may be bfloat16)
     opt_state: optax.OptState
-    rng: jax.Array  # [2] uint32 raw key, split once per step
     epoch: jax.Array  # [] int32: epoch of the next batch
     batch_index: jax.Array  # [] int32: index of the next batch within that epoch
     ref_params: Params | None = None  # frozen reference for online DPO; never checkpointed
@@ -42,7 +42,6 @@ class TrainState:
         params: Params,
         tx: optax.GradientTransformation,
         *,
-        seed: int = 0,
         ref_params: Params | None = None,
     ) -> TrainState:
         """A fresh state at step 0, epoch 0, batch 0."""
@@ -50,7 +49,6 @@ class TrainState:
             step=jnp.zeros((), jnp.int32),
             params=params,
             opt_state=tx.init(params),
-            rng=jax.random.PRNGKey(seed),
             epoch=jnp.zeros((), jnp.int32),
             batch_index=jnp.zeros((), jnp.int32),
             ref_params=ref_params,

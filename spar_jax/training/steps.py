@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from spar_jax import models
-from spar_jax.training import logprobs, losses
+from spar_jax.training import logprobs, preference
 from spar_jax.training.state import TrainState
 
 Batch = Mapping[str, jax.Array]
@@ -101,7 +101,7 @@ def response_logps(
     """Summed log-probs of the ``loss_mask`` tokens and their counts, ``([B], [B])`` float32."""
     targets, target_mask = shift_targets(tokens, loss_mask)
     logps = target_logps(cfg, params, tokens, mask, targets, target_mask, chunk_size=chunk_size)
-    return logps, losses.token_counts(target_mask)
+    return logps, logprobs.token_counts(target_mask)
 
 
 def _pad_to(x: jax.Array, length: int) -> jax.Array:
@@ -220,11 +220,10 @@ def make_step(
         grad_norm = optax.global_norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        rng, _ = jax.random.split(state.rng)
         metrics = dict(metrics, grad_norm=grad_norm)
         if schedule is not None:
             metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
         return new_state, metrics
 
     return train_step
@@ -239,7 +238,7 @@ def make_dpo_step(
     cfg: models.ModelConfig,
     tx: optax.GradientTransformation,
     *,
-    loss: str = "sigmoid",
+    loss: str | preference.PreferenceLoss = "sigmoid",
     beta: float | None = 0.1,
     label_smoothing: float | None = None,
     gamma: float | None = None,
@@ -250,7 +249,7 @@ def make_dpo_step(
     accum_steps: int = 1,
     chunk_size: int = 4096,
 ) -> StepFn:
-    """DPO-family train step (``losses.preference_loss``) with optional ``ftx`` NLL term.
+    """DPO-family train step (``preference.preference_loss``) with optional ``ftx`` NLL term.
 
     Args:
       cfg: model config; ``cfg.replace(dtype="bfloat16")`` computes in bfloat16 while the
@@ -270,7 +269,7 @@ def make_dpo_step(
     """
     if reference not in REFERENCE_MODES:
         raise ValueError(f"reference={reference!r}; use one of {REFERENCE_MODES}")
-    losses.get_preference_loss(loss)  # fail early on an unknown name
+    loss = preference.get_preference_loss(loss)  # the entry itself: re-registering makes a new step
 
     def micro(params, ref_params, batch, total_weight):
         pc, pr, nc, nr = pair_logps(cfg, params, batch, chunk_size=chunk_size)
@@ -283,7 +282,7 @@ def make_dpo_step(
                 raise ValueError(f"reference='precompute' but the batch has no {missing}")
             rc, rr = batch["reference_chosen_logps"], batch["reference_rejected_logps"]
         weight = batch["weight"].astype(jnp.float32)
-        per_example, metrics = losses.preference_loss(
+        per_example, metrics = preference.preference_loss(
             loss,
             policy_chosen_logps=pc,
             policy_rejected_logps=pr,
@@ -339,15 +338,10 @@ def make_sft_step(
 
     def denominator(batch):
         _, target_mask = shift_targets(batch["tokens"], batch["loss_mask"])
-        counts = losses.token_counts(target_mask)
+        counts = logprobs.token_counts(target_mask)
         return jnp.maximum(jnp.sum(batch["weight"].astype(jnp.float32) * counts), 1e-9)
 
     return make_step(micro, denominator, tx, schedule=schedule, accum_steps=accum_steps)
-
-
-# XLA options that cut CPU compile time about 3x for slower code: for tiny demos and tests,
-# where compiling dominates.
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
 def compile_step(
@@ -364,7 +358,7 @@ def compile_step(
       state_sharding: optional sharding pytree (or prefix) for the state, used for the input
         and the output state; ``None`` lets jit infer it from the arguments.
       batch_sharding: optional sharding (prefix) for the batch.
-      compiler_options: XLA options for this function only (e.g. ``FAST_COMPILE``).
+      compiler_options: XLA options for this function only.
 
     The caller must not use a state after passing it in (its buffers are donated).
     """

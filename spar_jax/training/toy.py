@@ -8,8 +8,10 @@
 * ``write_demo(dir)``: all three on disk (``tokenizer/``, ``dpo.jsonl``, ``sft.jsonl``).
 * ``dpo_token_batch`` / ``sft_token_batch``: the same two tasks directly as token batches in
   the batch contract (no tokenizer), for unit tests and benchmarks.
-* ``random_params(cfg, seed)``: ``models.init_params``'s distribution drawn with numpy, which
-  skips compiling the init (seconds on a CPU even for a tiny model).
+* ``with_toy_data(config, kind)``: a demo config with the toy world filled in.
+
+Real models and data never pass through here: ``training.model_io`` loads models (a preset's
+random weights included) and ``training.records`` reads data files.
 """
 
 from __future__ import annotations
@@ -194,24 +196,16 @@ def _finish(out: dict[str, list], batch: int, padding_rows: int) -> dict[str, np
     return arrays
 
 
-def random_params(cfg: Any, seed: int = 0) -> Any:
-    """Random params for ``cfg`` as ``models.init_params`` draws them (weights normal(0.02),
-    norm scales 1, biases 0), but from numpy: no XLA compilation, so a demo starts at once."""
-    import jax
-
-    from spar_jax import models
-
-    rng = np.random.default_rng(seed)
-
-    def draw(path, shape):
-        name = str(getattr(path[-1], "key", path[-1]))
-        parents = [str(getattr(k, "key", k)) for k in path[:-1]]
-        if any("norm" in p for p in parents):
-            value = np.ones(shape.shape)
-        elif name.endswith("bias"):
-            value = np.zeros(shape.shape)
-        else:
-            value = rng.normal(0.0, 0.02, shape.shape)
-        return jax.numpy.asarray(value, shape.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, models.param_shapes(cfg))
+def with_toy_data(config: Any, kind: str) -> Any:
+    """``config`` with the toy world (written under ``config.toy_dir`` once) in its empty
+    ``tokenizer`` / ``data`` / ``eval_data`` when ``toy_data`` is on and ``data`` is empty
+    (real data always comes with its own tokenizer). ``kind`` is "dpo" or "sft"."""
+    if not config.get("toy_data", False) or config.data:
+        return config
+    config = config.copy_and_resolve_references()
+    empty = [k for k in ("tokenizer", "data", "eval_data") if k in config and not config[k]]
+    paths = write_demo(config.toy_dir)
+    filled = {"tokenizer": paths["tokenizer"], "data": paths[kind], "eval_data": paths["dpo_eval"]}
+    for key in empty:
+        config[key] = filled[key]
+    return config
