@@ -17,7 +17,7 @@ import optax
 import pytest
 
 from spar_jax import models
-from spar_jax.training import optim, steps, toy
+from spar_jax.training import model_io, optim, steps, toy
 from spar_jax.training.state import TrainState
 
 V, T, B = 64, 16, 8  # every unit test uses [8, 16] batches: one shape, fewer compilations
@@ -37,7 +37,7 @@ def small_model(seed: int = 0):
         num_kv_heads=1,
         head_dim=16,
     )
-    return cfg, toy.random_params(cfg, seed)
+    return cfg, model_io.random_params(cfg, seed)
 
 
 def compiled(kind: str, accum_steps: int = 1):
@@ -50,10 +50,9 @@ def _compiled(kind: str, accum_steps: int):
     cfg, _ = small_model()
     if kind == "reference":
         fn = steps.make_reference_fn(cfg, chunk_size=24)
-        return jax.jit(fn, compiler_options=steps.FAST_COMPILE)
+        return jax.jit(fn)
     return steps.compile_step(
-        steps.make_dpo_step(cfg, SGD, ftx_weight=0.1, reference=kind, accum_steps=accum_steps),
-        compiler_options=steps.FAST_COMPILE,  # tests: compiling dominates, not running
+        steps.make_dpo_step(cfg, SGD, ftx_weight=0.1, reference=kind, accum_steps=accum_steps)
     )
 
 
@@ -129,8 +128,7 @@ def test_causal_only_attention_step_equals_masked_attention():
     ref = compiled("reference")(params, device_batch(batch))
     ref = (ref[0] + 0.3 * (jnp.arange(B) - 3.5), ref[1])  # a non-trivial gradient
     fused = steps.compile_step(
-        steps.make_dpo_step(cfg.replace(attention="xla_causal"), SGD, ftx_weight=0.1),
-        compiler_options=steps.FAST_COMPILE,
+        steps.make_dpo_step(cfg.replace(attention="xla_causal"), SGD, ftx_weight=0.1)
     )
     want, m_want = compiled("precompute")(
         TrainState.create(copy(params), SGD), with_ref(batch, ref)
@@ -237,6 +235,69 @@ def test_dpo_learns_the_toy_preference_on_held_out_pairs():
     assert float(metrics["rewards/accuracies"]) == 1.0
 
 
+def _registered_loss_step(loss: str, tmp_path) -> tuple[dict, np.ndarray]:
+    """One DPO step with the registered ``loss`` through the trainer's own step builder
+    (``compiled.train_step_for``, one device); its metrics and the batch's DPO margins."""
+    from spar_jax import configs, sharding
+    from spar_jax.training.compiled import train_step_for
+    from spar_jax.training.placement import Placement
+    from spar_jax.training.run_config import RunConfig
+
+    config = configs.load(os.path.join(os.path.dirname(__file__), "..", "configs", "dpo_demo.py"))
+    config.data, config.out_dir, config.batch_size = "unused.jsonl", str(tmp_path), B
+    run = RunConfig.from_config(config)
+    mesh = sharding.make_mesh((1, 1, 1), devices=jax.devices()[:1])
+    placement = Placement(mesh, sharding.TRAIN_RULES)
+    cfg, params = small_model()
+    tx, _, step, state_sharding = train_step_for(
+        "dpo", cfg, run, 10, placement, loss=loss, beta=None, reference="precompute"
+    )
+    batch = toy.dpo_token_batch(np.random.default_rng(5), B, T, V, padding_rows=2)
+    pc, pr = (np.asarray(x) for x in compiled("reference")(params, device_batch(batch)))
+    shift = 0.3 * (np.arange(B) - 3.5)  # reference != policy: margins -shift
+    state = placement.place_state(TrainState.create(copy(params), tx), state_sharding)
+    _, metrics = step(state, placement.shard_batch(with_ref(batch, (pc + shift, pr))))
+    real = batch["weight"] > 0
+    return jax.device_get(metrics), -shift[real]
+
+
+def _readme_loss_code() -> str:
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    section = readme[readme.index("### Losses, and how to add one") :]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_how_to_add_a_loss_trains(tmp_path, monkeypatch):
+    from spar_jax.training import preference
+
+    monkeypatch.setattr(preference, "PREFERENCE_LOSSES", dict(preference.PREFERENCE_LOSSES))
+    exec(compile(_readme_loss_code(), "README.md", "exec"), {})
+    assert "my_loss" in preference.PREFERENCE_LOSSES
+    metrics, margins = _registered_loss_step("my_loss", tmp_path)
+    expected = np.mean(np.logaddexp(0.0, -0.1 * margins))  # softplus(-beta h), beta 0.1
+    assert float(metrics["loss/preference"]) == pytest.approx(expected, rel=1e-5)
+    assert float(metrics["rewards/margins"]) == pytest.approx(0.1 * margins.mean(), rel=1e-4)
+
+
+def test_registering_a_loss_again_compiles_the_new_one(tmp_path, monkeypatch):
+    """A notebook re-registers a loss under the same name: the next step runs the new one."""
+    from spar_jax.training import preference
+
+    monkeypatch.setattr(preference, "PREFERENCE_LOSSES", dict(preference.PREFERENCE_LOSSES))
+
+    def hinge(pc, pr, rc, rr, *, beta):
+        return jax.nn.relu(1.0 - beta * ((pc - rc) - (pr - rr)))
+
+    preference.register("trial", hinge, hyperparameters={"beta": 0.1})
+    first, margins = _registered_loss_step("trial", tmp_path)
+    np.testing.assert_allclose(first["loss/preference"], np.mean(1 - 0.1 * margins), rtol=1e-5)
+    preference.register(
+        "trial", lambda *a, beta: 3.0 * hinge(*a, beta=beta), hyperparameters={"beta": 0.1}
+    )
+    second, _ = _registered_loss_step("trial", tmp_path)
+    np.testing.assert_allclose(second["loss/preference"], 3 * first["loss/preference"], rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     "kind, expected",
     [  # lr x the factor transformers.get_*_schedule_with_warmup(50 steps, 5 warmup) gives
@@ -298,3 +359,76 @@ def test_train_dpo_command(tmp_path, capsys):
 
     cfg, params = native.load_native(str(out / "final_native"))
     assert cfg.vocab_size % 64 == 0 and jax.tree.leaves(params)
+
+
+def test_reference_table_is_recomputed_for_another_model(tmp_path):
+    """The same out_dir trained again from another model (the next round's actor, say) does
+    not reuse the reference log-probs of the first: their fingerprint names the model."""
+    from spar_jax import configs
+    from spar_jax.training import reference
+    from spar_jax.training.dpo import train_dpo
+
+    def run(**overrides):
+        config = configs.load(
+            os.path.join(os.path.dirname(__file__), "..", "configs", "dpo_demo.py")
+        )
+        config.update(
+            out_dir=str(tmp_path / "run"),
+            toy_dir=str(tmp_path / "toy"),
+            progress=False,
+            pad_to_multiple=64,
+            max_steps=1,
+            eval_data="",
+            resume=False,
+            **overrides,
+        )
+        logs = []
+        train_dpo(config, log=logs.append)
+        with np.load(tmp_path / "run" / reference.REFERENCE_FILE) as f:
+            return [line for line in logs if "reference log-probs" in line], f["logps"]
+
+    first_logs, first = run(export=("native",))
+    assert not first_logs  # nothing stored yet: computed without a word
+    other_model = str(tmp_path / "actor_1")
+    os.rename(tmp_path / "run" / "final_native", other_model)  # the trained model, elsewhere
+    logs, second = run(model=other_model, export=())
+    assert logs == [
+        "reference_logps.npz: recomputing the reference log-probs; changed since: model "
+        "(files, path, preset, seed, vocab_size)"
+    ]
+    assert np.isfinite(second).all() and not np.allclose(second, first)
+    logs, third = run(model=other_model, export=())
+    assert logs == [
+        "reference_logps.npz: reference log-probs reused (same model, tokenizer, data and limits)"
+    ]
+    np.testing.assert_array_equal(third, second)
+
+
+def test_non_finite_reference_log_probs_name_the_records(tmp_path):
+    from spar_jax.training import data, reference
+
+    prepared = data.Prepared(
+        kind="dpo",
+        sequences={},
+        index=np.array([0, 2, 3, 5]),  # records 1 and 4 were skipped: nan rows are expected
+        lengths=np.ones(4, np.int64),
+        pad_id=0,
+        max_length=8,
+        report=data.SkipReport(total=6),
+    )
+    table = np.full((6, 2), -3.0, np.float32)
+    table[[1, 4]] = np.nan
+    table[3, 1] = np.inf
+    table[5, 0] = np.nan
+    path = str(tmp_path / reference.REFERENCE_FILE)
+    fp = {"data": {"source": "pairs.jsonl"}}
+    with pytest.raises(
+        reference.NonFiniteReferenceError, match=r"2 records of pairs.jsonl \(record indices 3, 5\)"
+    ):
+        reference.reference_table(path, lambda: table, fp, prepared, log=lambda _: None)
+    assert not os.path.exists(path)  # never stored
+    table[3, 1] = table[5, 0] = -1.0
+    np.testing.assert_array_equal(
+        reference.reference_table(path, lambda: table, fp, prepared, log=lambda _: None), table
+    )
+    assert os.path.exists(path)
