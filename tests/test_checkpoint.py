@@ -3,8 +3,11 @@ checkpoint; param-only exports load back."""
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
+import signal
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -22,8 +25,6 @@ CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 
 
 def dpo_config(tmp_path, name, **overrides):
-    # The settings of test_train_dpo's command test, so that a process running both compiles
-    # the step once (train_step_for is memoised).
     config = load(os.path.join(CONFIGS, "dpo_demo.py"))
     config.out_dir = str(tmp_path / name)
     config.toy_dir = str(tmp_path / "toy")
@@ -34,23 +35,60 @@ def dpo_config(tmp_path, name, **overrides):
     return config
 
 
+# Runs the real command in a child process that is killed (SIGKILL, nothing flushed or closed)
+# right after it logs step ``kill_after``: the crash hook lives here, not in the library.
+_KILLED_RUN = """
+import os, signal, sys
+from spar_jax.training import metrics
+
+kill_after = int(sys.argv[1])
+log = metrics.MetricsLogger.log
+
+def log_then_die(self, step, *args, **kwargs):
+    record = log(self, step, *args, **kwargs)
+    if step == kill_after:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return record
+
+metrics.MetricsLogger.log = log_then_die
+from spar_jax.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 def test_killed_run_resumes_exactly(tmp_path):
     quiet = dict(log=lambda _: None)
     full = train_dpo(dpo_config(tmp_path, "full"), **quiet)
     assert full.loop.steps_run == 16  # 2 epochs x 8 batches
 
-    # Killed after step 11 (in epoch 1) before its checkpoint was written: the last is step 8.
-    killed = dpo_config(tmp_path, "killed", max_steps=11, checkpoint_every=4)
-    train_dpo(killed, **quiet)
-    shutil.rmtree(tmp_path / "killed" / "checkpoints" / "11")
-    killed.max_steps = 0
+    # Killed after step 11 (in epoch 1), between the checkpoints of steps 8 and 12.
+    killed = dpo_config(tmp_path, "killed", checkpoint_every=4)
+    argv = ["train-dpo", "--config", os.path.join(CONFIGS, "dpo_demo.py")]
+    argv += [f"--config.{k}={killed[k]}" for k in ("out_dir", "toy_dir", "checkpoint_every")]
+    argv += ["--config.progress=False", "--config.pad_to_multiple=64", "--config.export=()"]
+    env = dict(os.environ, JAX_DEFAULT_MATMUL_PRECISION="highest")
+    root = os.path.join(os.path.dirname(__file__), "..")
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_RUN, "11", *argv], cwd=root, env=env, capture_output=True
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    log = tmp_path / "killed" / "metrics.jsonl"
+    assert [json.loads(line)["step"] for line in open(log)] == list(range(1, 12))
+    with checkpoint.Checkpointer(str(tmp_path / "killed" / "checkpoints")) as ckpt:
+        last_checkpoint = ckpt.latest_step()
+    assert last_checkpoint in (4, 8)  # 8 unless the kill caught its asynchronous save
+
     resumed = train_dpo(killed, **quiet)
-    assert resumed.loop.steps_run == 8  # steps 9..16, from epoch 1, batch 0
+    assert resumed.loop.steps_run == 16 - last_checkpoint
+    records = [json.loads(line) for line in open(log)]
+    assert [r["step"] for r in records] == list(range(1, 17))  # each step once
+    want = [json.loads(line) for line in open(tmp_path / "full" / "metrics.jsonl")]
+    for got, ref in zip(records, want, strict=True):
+        assert (got["epoch"], got["batch"]) == (ref["epoch"], ref["batch"])
+        assert got["loss"] == pytest.approx(ref["loss"], rel=1e-6), got["step"]
 
     assert_trees_close(resumed.loop.state.params, full.loop.state.params, rtol=1e-6, atol=1e-8)
     assert_trees_close(resumed.loop.state.opt_state, full.loop.state.opt_state, rtol=1e-6)
-    np.testing.assert_array_equal(resumed.loop.state.rng, full.loop.state.rng)
-    assert resumed.loop.last["loss"] == pytest.approx(full.loop.last["loss"], rel=1e-6)
     assert resumed.eval == pytest.approx(full.eval, rel=1e-5)
 
 

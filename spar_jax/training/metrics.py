@@ -4,8 +4,9 @@
         log.log(step, {"loss": 0.69, ...}, tokens=4096, seconds=0.5, extra={"epoch": 0})
     plot_loss(log.path, os.path.join(out_dir, "loss.png"))
 
-A resumed run appends to the same ``metrics.jsonl``; ``plot_loss`` keeps the last record of
-each step, so the curve has no duplicate points where a killed run overlapped its resume.
+A resumed run continues the same ``metrics.jsonl``: the records a killed run wrote after its
+last checkpoint are cut first (the resumed run computes those steps again), so every step
+appears exactly once. A run that starts from step 0 starts the file over.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ class MetricsLogger:
     Args:
       out_dir: run directory (created if missing).
       total_steps: steps of the full run (the bar's total).
-      initial_step: steps already done (a resumed run starts its bar there).
+      initial_step: steps already done (a resumed run starts its bar there); records of later
+        steps already in the file are removed.
       desc: bar label.
       progress: show the bar (tqdm also hides it when stderr is not a terminal).
       enabled: write anything at all (False on every process but 0).
@@ -56,6 +58,7 @@ class MetricsLogger:
         self._file = None
         if enabled:  # in a multi-process run only process 0 writes
             os.makedirs(out_dir, exist_ok=True)
+            cut_back(self.path, initial_step)
             self._file = open(self.path, "a", encoding="utf-8")
         self._bar = tqdm(
             total=total_steps,
@@ -114,6 +117,26 @@ class MetricsLogger:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def cut_back(path: str, step: int) -> None:
+    """Keeps only the records of steps ``<= step`` in the metrics file at ``path`` (if any),
+    and drops a last line a kill left half-written. The file is replaced atomically."""
+    if not os.path.isfile(path):
+        return
+    kept = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and int(record.get("step", step + 1)) <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)
 
 
 def read_metrics(path: str) -> list[dict[str, Any]]:
