@@ -81,3 +81,15 @@ def test_judge_command_on_tiny_model(tiny, tmp_path, capsys):
     assert [r["votes"] for r in result["rows"]] == [[-1] * 5, [-1] * 5]
     assert result["votes_5"] == {"accuracy": 0.0, "f1": 0.0, "f1_no": 0.0, "undecided": 1.0}
     assert "judge on 2 labelled rows" in capsys.readouterr().out
+
+
+def test_native_checkpoint_answers_like_its_hf_source(tiny, tmp_path):
+    from spar_jax.eval import chat
+    from spar_jax.models import native
+
+    cfg, params = models.load_hf(tiny)
+    native.save_native(cfg, params, str(tmp_path / "native"))
+    asks = ["hello there", "write a poem"]
+    from_hf = chat.greedy_answers(chat.load_chat(tiny, dtype="float32"), asks, max_new_tokens=NEW)
+    from_native = chat.load_chat(str(tmp_path / "native"), tiny, dtype="float32")
+    assert chat.greedy_answers(from_native, asks, max_new_tokens=NEW) == from_hf

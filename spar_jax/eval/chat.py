@@ -25,15 +25,25 @@ def load_chat(
     max_batch: int = 64,
     max_cache_gib: float = 0.0,
 ):
-    """A `spar.generator.ChatModel` over the Hugging Face checkpoint directory `model`."""
+    """A `spar.generator.ChatModel` over `model`: a Hugging Face checkpoint directory or a
+    native one (`model_config.json`, as the trainers export; name its `tokenizer` then)."""
+    import os
+
+    import jax
     import jax.numpy as jnp
 
     from spar_jax import models
+    from spar_jax.models import native
     from spar_jax.spar.generator import ChatModel
     from spar_jax.tokenizer import Tokenizer
 
     tok = Tokenizer.load(tokenizer or model)
-    cfg, params = models.load_hf(model, dtype=jnp.dtype(dtype))
+    if os.path.isfile(os.path.join(model, native.CONFIG_FILE)):
+        cfg, params = native.load_native(model)
+        params = jax.tree.map(lambda x: x.astype(jnp.dtype(dtype)), params)
+        cfg = cfg.replace(dtype=jnp.dtype(dtype).name, param_dtype=jnp.dtype(dtype).name)
+    else:
+        cfg, params = models.load_hf(model, dtype=jnp.dtype(dtype))
     budget = int(max_cache_gib * 2**30) or None
     return ChatModel(cfg, params, tok, max_batch=max_batch, max_cache_bytes=budget)
 
