@@ -14,8 +14,8 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.model = ""  # Hugging Face checkpoint directory (required)
-    c.tokenizer = ""  # tokenizer directory; "" = the model directory
+    c.model = ""  # Hugging Face or native checkpoint directory (required)
+    c.tokenizer = ""  # tokenizer directory; "" = the model directory (a native dir needs one)
     c.dtype = "bfloat16"  # float32 | bfloat16 | float16
     c.input = ""  # "" = the copy bundled with spar_jax; a local JSONL; or "google/IFEval"
     c.limit = 0  # answer only the first `limit` prompts (0 = all); scored as a partial run

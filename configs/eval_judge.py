@@ -15,7 +15,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.model = ""  # the refiner: Hugging Face checkpoint directory (required)
+    c.model = ""  # the refiner: Hugging Face or native checkpoint directory (required)
     c.tokenizer = ""  # "" = the model directory
     c.dtype = "bfloat16"
     c.data = ""  # labelled JSONL, an `eval ifeval` metrics.json, or "tasks" (required)

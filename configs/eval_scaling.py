@@ -16,7 +16,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.model = ""  # actor checkpoint (required)
+    c.model = ""  # actor: Hugging Face or native checkpoint directory (required)
     c.refiner = ""  # refiner checkpoint; "" = the actor (one model plays both roles)
     c.tokenizer = ""  # "" = the model directory
     c.dtype = "bfloat16"

@@ -113,7 +113,9 @@ def generate_and_score(config) -> int:
     from spar_jax.eval import chat, ifeval
 
     if not config.model:
-        raise configs.ConfigError("--config.model is required (a Hugging Face checkpoint dir)")
+        raise configs.ConfigError(
+            "--config.model is required (a Hugging Face or native checkpoint dir)"
+        )
     examples = ifeval.load_inputs(config.input or None)
     if config.limit:
         examples = examples[: config.limit]
