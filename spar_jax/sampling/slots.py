@@ -1,0 +1,293 @@
+"""The device side of the engine: a fixed set of decode slots and the two programs over them.
+
+Each slot holds one sample in flight: its KV cache, its position, its sampling settings and
+the tokens drawn so far. The cache is one `[B, S, K, H]` array per layer (a tuple, not one
+stacked array), so a decode step writes each layer's new key and value in place and never
+slices a layer out of a stack; the layers run unrolled over per-layer parameters
+(`split_layers`). Attention reads only the first `view` slots of the cache, a length bucket
+the host picks to cover the longest running slot.
+
+`extend` writes prompt tokens into slots (a prefill, or the rest of a prompt after a shared
+prefix copied from another slot) and leaves their next-token logits; `decode` runs the
+sampling loop on device until enough slots are free to refill, a slot outgrows the view, or
+the step budget is spent. Only shapes pick a program: `extend` per (rows, tokens, copies,
+view) bucket, `decode` per view bucket, and both per slot count.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import logging
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from spar_jax.models import ModelConfig
+from spar_jax.models.layers import RMSNorm
+from spar_jax.models.transformer import Block, lm_head
+from spar_jax.sampling.filters import sample_tokens
+
+Layers = tuple[Any, ...]  # L per-layer parameter trees
+
+log = logging.getLogger(__name__)
+_TRACES: collections.Counter = collections.Counter()  # program kind -> programs traced
+
+
+def compile_count(kind: str | None = None) -> int:
+    """Programs compiled by the sampler in this process ("extend", "decode" or all)."""
+    return _TRACES[kind] if kind else sum(_TRACES.values())
+
+
+def _note_compile(kind: str, what: str) -> None:
+    # Runs while jax traces (once per new shape signature), never per call.
+    _TRACES[kind] += 1
+    log.info("sampling: compiling %s program for %s (%d so far)", kind, what, compile_count())
+
+
+_KV_AXES = ("batch", "cache_length", "kv_heads", "head_dim")
+
+
+def split_layers(params) -> Layers:
+    """The scanned layer stack [L, ...] as L per-layer trees (one copy, made once per engine)."""
+    stacked = params["layers"]
+    L = jax.tree.leaves(stacked)[0].shape[0]
+    return tuple(jax.tree.map(lambda p, i=i: p[i], stacked) for i in range(L))
+
+
+@flax.struct.dataclass
+class Slots:
+    """B decode slots of S cache positions each; M = S output columns."""
+
+    k: tuple[jax.Array, ...]  # L x [B, S, K, H]
+    v: tuple[jax.Array, ...]  # L x [B, S, K, H]
+    lengths: jax.Array  # [B] int32 positions filled in the cache
+    logits: jax.Array  # [B, V] float32 next-token logits
+    temperature: jax.Array  # [B] float32; 0 = greedy
+    top_p: jax.Array  # [B] float32
+    top_k: jax.Array  # [B] int32; 0 = off
+    max_new: jax.Array  # [B] int32 token limit (stop token not counted)
+    stop_ids: jax.Array  # [B, Ns] int32, -1 = none
+    keys: jax.Array  # [B, 2] uint32 raw key of the slot's sample; step s folds in s
+    step: jax.Array  # [B] int32 tokens drawn so far
+    tokens: jax.Array  # [B, M] int32 kept tokens (stop excluded)
+    logprobs: jax.Array  # [B, M] float32 their log-probs under the untempered model
+    count: jax.Array  # [B] int32 tokens kept
+    stopped: jax.Array  # [B] bool ended on a stop token
+    done: jax.Array  # [B] bool needs no more tokens (also true for an empty slot)
+
+
+def init_slots(cfg: ModelConfig, slots: int, length: int, num_stop_ids: int) -> Slots:
+    """B = `slots` empty slots of `length` cache positions."""
+    B, S = slots, length
+    shape = (B, S, cfg.num_kv_heads, cfg.head_dim)
+    dt = jnp.dtype(cfg.dtype)
+    zeros = functools.partial(jnp.zeros, dtype=jnp.int32)
+    return Slots(
+        k=tuple(jnp.zeros(shape, dt) for _ in range(cfg.num_layers)),
+        v=tuple(jnp.zeros(shape, dt) for _ in range(cfg.num_layers)),
+        lengths=zeros((B,)),
+        logits=jnp.zeros((B, cfg.vocab_size), jnp.float32),
+        temperature=jnp.zeros((B,), jnp.float32),
+        top_p=jnp.ones((B,), jnp.float32),
+        top_k=zeros((B,)),
+        max_new=zeros((B,)),
+        stop_ids=jnp.full((B, num_stop_ids), -1, jnp.int32),
+        keys=jnp.zeros((B, 2), jnp.uint32),
+        step=zeros((B,)),
+        tokens=zeros((B, S)),
+        logprobs=jnp.zeros((B, S), jnp.float32),
+        count=zeros((B,)),
+        stopped=jnp.zeros((B,), bool),
+        done=jnp.ones((B,), bool),
+    )
+
+
+def _constrain(x: jax.Array) -> jax.Array:
+    # Slots on the data axes, KV heads on tensor, under `sharding.context`; else a no-op.
+    return nn.with_logical_constraint(x, _KV_AXES)
+
+
+def _layers(cfg, layers: Layers, x, positions, allowed, k_views, v_views):
+    """Runs the unrolled blocks; returns (hidden [R, T, D], new (k, v) [R, T, K, H] per layer)."""
+    new = []
+    for layer, kc, vc in zip(layers, k_views, v_views, strict=True):
+        x, (k, v) = Block(cfg).apply({"params": layer}, x, (kc, vc), positions, allowed)
+        new.append((k, v))
+    return x, new
+
+
+def _head(cfg, top, hidden):  # [R, D] -> [R, V] float32
+    x = RMSNorm(cfg).apply({"params": top["final_norm"]}, hidden)
+    head = lm_head(cfg, top).astype(cfg.compute_dtype)
+    return jnp.einsum("BD,DV->BV", x, head, preferred_element_type=jnp.float32)
+
+
+@flax.struct.dataclass
+class NewRows:
+    """P prompt rows to write into slots, each row copied into up to R slots."""
+
+    tokens: jax.Array  # [P, T] int32 right-padded tokens to append
+    length: jax.Array  # [P] int32 real tokens in `tokens`
+    start: jax.Array  # [P] int32 cache position of the first token (the shared prefix before it)
+    source: jax.Array  # [P] int32 slot whose cache [0, start) holds the prefix
+    dest: jax.Array  # [P, R] int32 slots to write, B (out of range) = none
+    last: jax.Array  # [P] bool the row ends its prompt: set up sampling in `dest`
+    temperature: jax.Array  # [P, R] float32
+    top_p: jax.Array  # [P, R] float32
+    top_k: jax.Array  # [P, R] int32
+    max_new: jax.Array  # [P, R] int32
+    stop_ids: jax.Array  # [P, R, Ns] int32
+    keys: jax.Array  # [P, R, 2] uint32
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "view"), donate_argnums=3)
+def extend(cfg: ModelConfig, top, layers: Layers, state: Slots, rows: NewRows, *, view: int):
+    """Appends `rows.tokens` to slots after a prefix copied from `rows.source`.
+
+    Row p attends to the first `start[p]` cache positions of its source slot (read from
+    the first `view` positions) and causally to its own
+    tokens; its keys and values land in positions [start, start + T) of each `dest` slot,
+    after the source prefix. Rows with `last` also leave their next-token logits and
+    sampling settings in their slots, ready for `decode`. Returns the new Slots.
+    """
+    P, T = rows.tokens.shape
+    R = rows.dest.shape[1]
+    B = state.lengths.shape[0]
+    _note_compile("extend", f"{P} rows x {T} tokens into {R} slots each, view {view}")
+    dt = cfg.compute_dtype
+    t = jnp.arange(T)
+    positions = rows.start[:, None] + t[None]  # [P, T]
+    real = t[None] < rows.length[:, None]  # [P, T]
+    allowed_new = real[:, None, :] & (t[None, :, None] >= t[None, None, :])  # [P, T, T]
+    # view >= 1 even without a prefix: the layers return new keys and values only when
+    # they read a cache (a fully masked block adds exactly nothing to the softmax).
+    allowed_cache = jnp.arange(view)[None, None] < rows.start[:, None, None]  # [P, 1, view]
+    allowed_cache = jnp.broadcast_to(allowed_cache, (P, T, view))
+    k_views = [k[rows.source, :view] for k in state.k]  # [P, view, K, H] each
+    v_views = [v[rows.source, :view] for v in state.v]
+    x = jnp.take(top["embedding"], rows.tokens, axis=0).astype(dt)  # [P, T, D]
+    hidden, new = _layers(cfg, layers, x, positions, (allowed_new, allowed_cache), k_views, v_views)
+
+    dest = rows.dest[:, :, None]  # [P, R, 1]
+    at = positions[:, None, :]  # [P, 1, T]
+    k_out, v_out = [], []
+    for i, (k_new, v_new) in enumerate(new):
+        k, v = state.k[i], state.v[i]
+        # The prefix first (positions past `start` are overwritten or masked), then the
+        # new tokens over it.
+        pos = jnp.arange(view)[None, None]
+        k = k.at[dest, pos].set(k_views[i][:, None], mode="drop")
+        v = v.at[dest, pos].set(v_views[i][:, None], mode="drop")
+        k = k.at[dest, at].set(k_new[:, None].astype(k.dtype), mode="drop")
+        v = v.at[dest, at].set(v_new[:, None].astype(v.dtype), mode="drop")
+        k_out.append(_constrain(k))
+        v_out.append(_constrain(v))
+
+    last_hidden = jnp.take_along_axis(hidden, (rows.length - 1)[:, None, None], axis=1)[:, 0]
+    logits = _head(cfg, top, last_hidden)  # [P, V]
+    # Slots of rows that do not end their prompt only take the cache and the new length.
+    ready = jnp.where(rows.last[:, None], rows.dest, B)  # [P, R]
+
+    def put(field, value):
+        return field.at[ready].set(value, mode="drop")
+
+    lengths = state.lengths.at[rows.dest].set(
+        jnp.broadcast_to((rows.start + rows.length)[:, None], (P, R)), mode="drop"
+    )
+    return state.replace(
+        k=tuple(k_out),
+        v=tuple(v_out),
+        lengths=lengths,
+        logits=put(state.logits, jnp.broadcast_to(logits[:, None], (P, R, logits.shape[-1]))),
+        temperature=put(state.temperature, rows.temperature),
+        top_p=put(state.top_p, rows.top_p),
+        top_k=put(state.top_k, rows.top_k),
+        max_new=put(state.max_new, rows.max_new),
+        stop_ids=put(state.stop_ids, rows.stop_ids),
+        keys=put(state.keys, rows.keys),
+        step=put(state.step, jnp.zeros((P, R), jnp.int32)),
+        count=put(state.count, jnp.zeros((P, R), jnp.int32)),
+        stopped=put(state.stopped, jnp.zeros((P, R), bool)),
+        done=put(state.done, jnp.zeros((P, R), bool)),
+    )
+
+
+def _draw(state: Slots) -> tuple[Slots, jax.Array]:
+    """Draws and records one token in every running slot; returns (state, tokens [B])."""
+    B, M = state.tokens.shape
+    keys = jax.random.wrap_key_data(state.keys)
+    step_keys = jax.vmap(jax.random.fold_in)(keys, state.step)
+    tok, logp = sample_tokens(step_keys, state.logits, state.temperature, state.top_p, state.top_k)
+    is_stop = jnp.any(tok[:, None] == state.stop_ids, axis=-1)  # [B]
+    running = ~state.done
+    keep = running & ~is_stop
+    col = jnp.where(keep, state.count, M)  # out of range: dropped
+    rows = jnp.arange(B)
+    count = state.count + keep
+    return state.replace(
+        tokens=state.tokens.at[rows, col].set(tok, mode="drop"),
+        logprobs=state.logprobs.at[rows, col].set(logp, mode="drop"),
+        count=count,
+        step=state.step + running,
+        stopped=state.stopped | (running & is_stop),
+        done=state.done | is_stop | (count >= state.max_new),
+    ), tok
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "view"), donate_argnums=3)
+def decode(
+    cfg: ModelConfig,
+    top,
+    layers: Layers,
+    state: Slots,
+    max_steps: jax.Array,
+    free_target: jax.Array,
+    *,
+    view: int,
+) -> tuple[Slots, jax.Array]:
+    """Samples in every running slot until `free_target` slots are done, a running slot
+    fills its `view`, every slot is done, or `max_steps` steps have run.
+
+    Each step draws a token per running slot (slot b's step s uses
+    fold_in(keys[b], s)), then runs the model on it, writing its key and value at the
+    slot's next position. Returns (state, steps run []).
+    """
+    B, S = state.tokens.shape
+    _note_compile("decode", f"{B} slots, view {view}")
+    dt = cfg.compute_dtype
+    rows = jnp.arange(B)
+    window = jnp.arange(view)
+
+    def cond(carry):
+        s, n = carry
+        fits = jnp.all(s.done | (s.lengths < view))
+        return (n < max_steps) & ~jnp.all(s.done) & (jnp.sum(s.done) < free_target) & fits
+
+    def body(carry):
+        s, n = carry
+        s, tok = _draw(s)
+        pos = s.lengths[:, None]  # [B, 1]
+        x = jnp.take(top["embedding"], tok[:, None], axis=0).astype(dt)  # [B, 1, D]
+        allowed = (jnp.ones((B, 1, 1), bool), (window[None] < pos)[:, None])  # [B,1,1], [B,1,view]
+        k_views = [k[:, :view] for k in s.k]
+        v_views = [v[:, :view] for v in s.v]
+        hidden, new = _layers(cfg, layers, x, pos, allowed, k_views, v_views)
+        at = jnp.where(s.done, S, s.lengths)  # finished slots write nowhere (out of range)
+        k_out = tuple(
+            _constrain(k.at[rows, at].set(kn[:, 0].astype(k.dtype), mode="drop"))
+            for k, (kn, _) in zip(s.k, new, strict=True)
+        )
+        v_out = tuple(
+            _constrain(v.at[rows, at].set(vn[:, 0].astype(v.dtype), mode="drop"))
+            for v, (_, vn) in zip(s.v, new, strict=True)
+        )
+        s = s.replace(
+            k=k_out, v=v_out, lengths=s.lengths + ~s.done, logits=_head(cfg, top, hidden[:, 0])
+        )
+        return s, n + 1
+
+    return jax.lax.while_loop(cond, body, (state, jnp.zeros((), jnp.int32)))
