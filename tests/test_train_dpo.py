@@ -377,24 +377,22 @@ def test_reference_table_is_recomputed_for_another_model(tmp_path):
             toy_dir=str(tmp_path / "toy"),
             progress=False,
             pad_to_multiple=64,
-            max_steps=1,
-            eval_data="",
             resume=False,
-            **overrides,
+            **{"max_steps": 1, **overrides},
         )
         logs = []
         train_dpo(config, log=logs.append)
         with np.load(tmp_path / "run" / reference.REFERENCE_FILE) as f:
-            return [line for line in logs if "reference log-probs" in line], f["logps"]
+            return [line for line in logs if line.startswith(reference.REFERENCE_FILE)], f["logps"]
 
-    first_logs, first = run(export=("native",))
+    first_logs, first = run(export=("native",), max_steps=2)  # step 1 has lr 0 (warmup)
     assert not first_logs  # nothing stored yet: computed without a word
     other_model = str(tmp_path / "actor_1")
     os.rename(tmp_path / "run" / "final_native", other_model)  # the trained model, elsewhere
     logs, second = run(model=other_model, export=())
     assert logs == [
         "reference_logps.npz: recomputing the reference log-probs; changed since: model "
-        "(files, path, preset, seed, vocab_size)"
+        f"(preset tiny (seed 0) -> {other_model})"
     ]
     assert np.isfinite(second).all() and not np.allclose(second, first)
     logs, third = run(model=other_model, export=())

@@ -90,6 +90,11 @@ class Checkpointer:
         )
         return restored["state"].replace(ref_params=target.ref_params)
 
+    def delete_all(self) -> None:
+        """Deletes every checkpoint in the directory (a run that starts over)."""
+        for step in self.all_steps():
+            self._manager.delete(step)
+
     def wait(self) -> None:
         """Blocks until an async save in flight is on disk."""
         self._manager.wait_until_finished()

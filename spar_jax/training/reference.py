@@ -118,13 +118,24 @@ def fingerprint(
     return json.loads(json.dumps(value, default=str))  # the form it has when read back
 
 
+def _model_name(identity: Mapping[str, Any] | None) -> str:
+    identity = identity or {}
+    if "path" in identity:
+        return identity["path"]
+    return f"preset {identity.get('preset')} (seed {identity.get('seed')})"
+
+
 def _changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     out = []
     for key in new:
-        if old.get(key) == new[key]:
-            continue
         a, b = old.get(key), new[key]
-        if isinstance(b, dict):
+        if a == b:
+            continue
+        if key == "model" and _model_name(a) == _model_name(b):
+            out.append(f"model (the files of {_model_name(b)})")
+        elif key == "model":
+            out.append(f"model ({_model_name(a)} -> {_model_name(b)})")
+        elif isinstance(b, dict):
             fields = sorted(k for k in set(a or {}) | set(b) if (a or {}).get(k) != b.get(k))
             out.append(f"{key} ({', '.join(fields)})")
         else:

@@ -23,11 +23,25 @@ def make_checkpointer(run: RunConfig) -> checkpoint.Checkpointer:
 
 
 def maybe_resume(
-    state: TrainState, ckpt: checkpoint.Checkpointer, run: RunConfig
+    state: TrainState,
+    ckpt: checkpoint.Checkpointer,
+    run: RunConfig,
+    log: Callable[[str], None] = print,
 ) -> tuple[TrainState, int | None]:
-    """The latest checkpoint's state when ``run.resume`` and one exists; else ``state``."""
+    """The latest checkpoint's state when ``run.resume`` and one exists; else ``state``.
+
+    A run told not to resume starts over: the checkpoints a previous run left in the
+    directory are deleted (and the log says so), so that none of them is later taken for
+    this run's latest.
+    """
     step = ckpt.latest_step()
-    if not run.resume or step is None:
+    if step is None:
+        return state, None
+    if not run.resume:
+        log(
+            f"resume=False: starting over, deleting the checkpoints {ckpt.all_steps()} of {ckpt.directory}"
+        )
+        ckpt.delete_all()
         return state, None
     return ckpt.restore(state, step), step
 
@@ -71,7 +85,7 @@ def run_training(
     ``index``).
     """
     ckpt = make_checkpointer(run)
-    state, resumed = maybe_resume(state, ckpt, run)
+    state, resumed = maybe_resume(state, ckpt, run, log)
     if resumed is not None:
         log(f"resumed from step {resumed} ({ckpt.directory})")
     prepare = prepare or loop.drop_index
