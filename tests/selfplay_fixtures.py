@@ -73,6 +73,8 @@ def write_prompts(path: Path, n: int = 6) -> str:
     lines = [f'{{"prompt_id": "q{i}", "prompt": "Write an a, and no b. ({i})"}}' for i in range(n)]
     lines.insert(2, "not json")  # a malformed row: counted, not fatal
     lines.insert(4, '{"prompt_id": "empty", "prompt": "  "}')  # an empty prompt: counted
+    long = "Write an a. " * 800  # longer than the context: skipped by the sampler, counted
+    lines.append(f'{{"prompt_id": "long", "prompt": "{long}"}}')
     path.write_text("\n".join(lines) + "\n")
     return str(path)
 
@@ -100,7 +102,7 @@ def write_config(path: Path, model: str, tokenizer: str, prompts: str) -> str:
                 c.refine.max_new_tokens = 12
                 c.tree.branch = 2
                 c.tree.select_branch = 1
-                c.tree.max_depth = 3
+                c.tree.max_depth = 2
                 for t in (c.train_actor, c.train_refiner):
                     t.batch_size, t.grad_accum_steps, t.epochs = 2, 1, 1
                     t.max_length, t.pad_to_multiple = 1024, 64

@@ -103,10 +103,10 @@ def uninterrupted(world):
     return workdir, proc
 
 
-def _outputs(workdir: Path) -> dict:
+def _outputs(workdir: Path, rounds=(1, 2)) -> dict:
     """Everything a run decides, without timings and paths."""
     out = {}
-    for t in (1, 2):
+    for t in rounds:
         r = workdir / f"round_{t}"
         for rel in (
             "sample/responses.jsonl",
@@ -117,7 +117,7 @@ def _outputs(workdir: Path) -> dict:
         ):
             out[f"{t}/{rel}"] = (r / rel).read_text()
         summary = json.loads((r / "summary.json").read_text())
-        for key in ("seconds", "actor", "refiner", "next_actor", "next_refiner"):
+        for key in ("seconds", "compiles", "actor", "refiner", "next_actor", "next_refiner"):
             summary.pop(key)
         out[f"{t}/summary"] = summary
     return out
@@ -130,9 +130,10 @@ def test_selfplay_command_two_rounds(uninterrupted):
     assert [s["round"] for s in summaries] == [1, 2]
     assert (workdir / "summary.png").stat().st_size > 0
     info = json.loads((workdir / "prompts_summary.json").read_text())
-    assert info["prompts"] == 6
+    assert info["prompts"] == 7
     assert info["skipped"] == {"not_json": 1, "empty_prompt": 1}, info
     for s in summaries:
+        assert s["prompts_too_long"] == 1
         assert s["responses"] == 6 * 3
         assert s["judged_yes"] + s["judged_no"] == s["responses_judged"] == 18
         assert s["trees"] == sum(
@@ -176,8 +177,9 @@ def test_selfplay_command_two_rounds(uninterrupted):
 def test_selfplay_killed_in_tree_search_resumes_to_the_same_outputs(world, uninterrupted):
     root, config = world
     workdir = root / "killed"
+    one_round = "--config.rounds=1"  # round 1 is where the kill happens; it is compared whole
     proc = subprocess.Popen(
-        _command(config, workdir),
+        _command(config, workdir, one_round),
         cwd=REPO,
         env=_env(),
         stdout=subprocess.DEVNULL,
@@ -200,10 +202,15 @@ def test_selfplay_killed_in_tree_search_resumes_to_the_same_outputs(world, unint
     assert not (workdir / "round_1" / "build").exists()
 
     resumed = subprocess.run(
-        _command(config, workdir), cwd=REPO, env=_env(), capture_output=True, text=True
+        _command(config, workdir, one_round), cwd=REPO, env=_env(), capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert _outputs(workdir) == _outputs(uninterrupted[0])
+    assert _outputs(workdir, (1,)) == _outputs(uninterrupted[0], (1,))
+    # The resumed run's round 1 trained models equal the uninterrupted run's.
+    for stage in ("train_actor", "train_refiner"):
+        ours = json.loads((workdir / "round_1" / stage / "summary.json").read_text())
+        theirs = json.loads((uninterrupted[0] / "round_1" / stage / "summary.json").read_text())
+        assert ours["loss"] == theirs["loss"]
 
 
 def test_selfplay_refuses_a_workdir_with_other_settings(world, uninterrupted):
@@ -217,3 +224,32 @@ def test_selfplay_refuses_a_workdir_with_other_settings(world, uninterrupted):
     )
     assert proc.returncode == 1
     assert "other settings (changed: tree)" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_judge_outputs_without_verdicts_are_counted_and_the_round_ends(
+    world, tmp_path, monkeypatch
+):
+    """The model as judge, writing no "Final Judgement": every vote is invalid, every judgment
+    a tie, no root is searched, no pair built, no model trained, and the round still ends with
+    its summary. (A scripted chat stands in for the models: this is the driver's logic.)"""
+    from spar_jax import configs
+    from spar_jax.spar import rounds
+    from spar_jax.spar.generator import ScriptedChat
+
+    def scripted(spec, rnd):
+        return ScriptedChat(lambda conv, rng: "I am not sure." if len(conv) == 1 else "")
+
+    monkeypatch.setattr(rounds, "LazyChatModel", scripted)
+    _, config_path = world
+    config = configs.load(
+        config_path, ["--config.rounds=1", "--config.judge.kind=model", "--config.judge.votes=2"]
+    )
+    logs: list[str] = []
+    (summary,) = rounds.run(config, str(tmp_path / "run"), log=logs.append)
+    # The scripted actor answers every prompt, the long one included (no context here).
+    assert summary["responses_judged"] == summary["judged_tie"] == 7 * 3
+    assert summary["invalid_votes"] == 7 * 3 * 2
+    assert summary["trees"] == summary["pairs"] == summary["rft_examples"] == 0
+    assert summary["next_actor"] == summary["actor"]  # nothing to train on: unchanged
+    assert sum("no training data" in line for line in logs) == 2
+    assert "round 1 summary" in logs[-1]

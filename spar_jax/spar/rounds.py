@@ -132,9 +132,13 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> lis
 
 
 def _timed(times: dict, name: str, fn: Callable, *args):
-    start = time.perf_counter()
+    """Runs a stage, adding its seconds and the sampler programs it compiled to `times`."""
+    from spar_jax import sampling
+
+    start, compiles = time.perf_counter(), sampling.compile_count()
     out = fn(*args)
     times[name] = times.get(name, 0.0) + time.perf_counter() - start
+    times.setdefault("_compiles", {})[name] = sampling.compile_count() - compiles
     return out
 
 
@@ -177,7 +181,9 @@ def run_round(rnd: stages.Round, rows: list[dict]) -> dict:
         "refiner_loss": refiner_out.get("loss"),
         "next_actor": actor_out["model"],
         "next_refiner": refiner_out["model"],
-        "seconds": {k: round(v, 2) for k, v in times.items()},
+        "seconds": {k: round(v, 2) for k, v in times.items() if k != "_compiles"},
+        # Sampler programs compiled by each stage in this process (0 for a resumed stage).
+        "compiles": times["_compiles"],
     }
     io.write_json(path, summary)
     return summary
@@ -294,7 +300,9 @@ def format_summary(s: dict) -> str:
         text = f"{value:.3f}" if isinstance(value, float) else str(value)
         lines.append(f"  {name:<22} {text:>12}")
     for stage, seconds in s["seconds"].items():
-        lines.append(f"  {'time ' + stage:<22} {seconds:>11.1f}s")
+        compiled = s.get("compiles", {}).get(stage)
+        note = f"  ({compiled} programs compiled)" if compiled else ""
+        lines.append(f"  {'time ' + stage:<22} {seconds:>11.1f}s{note}")
     return "\n".join(lines)
 
 

@@ -100,12 +100,8 @@ def load_chat_model(spec: str, tokenizer_path: str, rnd: Round):
         Tokenizer.load(tokenizer_path),
         max_batch=c.max_batch,
         max_cache_bytes=int(c.max_cache_gib * 2**30) or None,
-        prompt_overflow=_overflow(c.prompt_overflow),
+        prompt_overflow=c.prompt_overflow,
     )
-
-
-def _overflow(policy: str) -> str:
-    return {"truncate_left": "truncate"}.get(policy, policy)
 
 
 def _check_generation_fits(cfg, rnd: Round) -> None:
