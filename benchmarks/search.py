@@ -1,0 +1,184 @@
+"""Tree search: the batched BFS over many roots vs one tree and one call at a time.
+
+    python -m benchmarks.search                        # 64 roots batched, 8 one at a time
+    python -m benchmarks.search --roots 16 --sequential-roots 4 --new 8
+
+Both sides run the same 3-level BFS (branch 3, select 2, 5 judge votes) with
+the same tiny random LLaMA-style model through `ChatModel` + `ModelJudge`:
+
+* batched: `spar.tree.run_search` over all roots: per level one refine call
+  (3 samples per frontier node, one prefill each) and one judge call over
+  every new child (5 votes each, one prefill each).
+* sequential: the structure of the official code (thu-coai/SPaR src/ToT/bfs.py):
+  each tree on its own, each child made by one refine call (n=1) and judged by
+  one judge call (n=5).
+
+A random model writes neither verdicts nor [[start]] markers, so its texts are
+wrapped into the requested formats (`Formatted`): every judgment says "No",
+so every tree runs all 3 levels (3 + 6 + 6 refinements and judgments per
+root). The figure is (refinements + judgments) per second, both sides measured
+in the same run after a warm-up run of each that compiles their programs; the batched
+side's cold run also reports the compilations a full search takes
+(`sampling.compile_count`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+
+from benchmarks.common import machine, table
+from spar_jax import models, sampling
+from spar_jax.spar import prompts
+from spar_jax.spar.generator import ChatModel, derive_seed
+from spar_jax.spar.judge import ModelJudge, judge_until_decided
+from spar_jax.spar.tree import SearchConfig, run_search, search_summary
+from spar_jax.tokenizer import Tokenizer
+from tests.tokenizer_fixtures import LLAMA3_SPECIALS, build_hf_tokenizer
+
+
+class Formatted:
+    """A ChatModel whose texts are wrapped as a refinement or a "No" judgment."""
+
+    def __init__(self, model: ChatModel):
+        self.model = model
+
+    def generate(self, conversations, sampling_params, n=1, seed=0):
+        out = self.model.generate(conversations, sampling_params, n, seed)
+        return [
+            [
+                prompts.format_refinement("r", t.strip() or "empty")
+                if len(conv) == 3
+                else prompts.format_judgement(t, False)
+                for t in texts
+            ]
+            for conv, texts in zip(conversations, out, strict=True)
+        ]
+
+
+def build(root: str, vocab: int):
+    path = os.path.join(root, "model")
+    config = transformers.LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=172,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).save_pretrained(path)
+    build_hf_tokenizer(Path(path), LLAMA3_SPECIALS, bos="<|begin_of_text|>", eos="<|eot_id|>")
+    cfg, params = models.load_hf(path)
+    return cfg, params, Tokenizer.load(path)
+
+
+def sequential_bfs(root: dict, cfg: SearchConfig, refiner, judge, seed: int) -> int:
+    """The official BFS for one root: one refine call and one judge call per child.
+
+    Returns the number of refinements + judgments made.
+    """
+    calls, cache = 0, {}
+    frontier = [(root["response"], root["critique"])]
+    for level in range(cfg.max_depth):
+        children = []
+        for p, (response, critique) in enumerate(frontier):
+            msgs = prompts.refine_messages(root["prompt"], response, critique)
+            for b in range(cfg.branch):
+                for k in range(cfg.refine_attempts):
+                    s = derive_seed(seed, level, p, b, k)
+                    text = refiner.generate([msgs], cfg.sampling(), 1, s)[0][0]
+                    calls += 1
+                    if (refined := prompts.parse_refinement(text)) is not None:
+                        break
+                if refined is None:
+                    continue
+                item = (root["prompt"], refined)
+                calls += item not in cache
+                j = judge_until_decided(judge, [item], derive_seed(seed, level, p, b), cache=cache)[
+                    0
+                ]
+                if j.label is not None:
+                    children.append((j.value, refined, j.critique))
+        children.sort(key=lambda c: -c[0])
+        if not children or children[0][0] > cfg.end_gate:
+            break
+        frontier = [(r, c) for _, r, c in children[: cfg.select_branch]]
+    return calls
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--roots", type=int, default=64)
+    ap.add_argument("--sequential-roots", type=int, default=8)
+    ap.add_argument("--new", type=int, default=16, help="max new tokens, refine and judge")
+    ap.add_argument("--max-batch", type=int, default=256)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as root:
+        run(args, *build(root, 1100))
+
+
+def run(args, mcfg, params, tok):
+    chat = ChatModel(mcfg, params, tok, max_batch=args.max_batch)
+    model = Formatted(chat)
+    judge = ModelJudge(model, n_votes=5, max_new_tokens=args.new)
+    cfg = SearchConfig(max_new_tokens=args.new)
+    rng = np.random.default_rng(0)
+    words = "alpha beta gamma delta river stone light cloud paper green".split()
+
+    def roots(n, tag):
+        return [
+            {
+                "prompt": f"Write {i % 5 + 2} sentences about the {words[i % 10]} ({tag}{i}).",
+                "prompt_id": f"{tag}{i}",
+                "response": " ".join(rng.choice(words, size=8 + i % 7)),
+                "critique": prompts.format_judgement("too short", False),
+            }
+            for i in range(n)
+        ]
+
+    def batched(n, tag, seed):
+        c0, start = sampling.compile_count(), time.perf_counter()
+        state = run_search(roots(n, tag), cfg, model, judge, seed=seed)
+        seconds = time.perf_counter() - start
+        summary = search_summary(state)
+        ops = summary["refinements"] + summary["refine_retries"] + summary["judged"]
+        return seconds, ops, sampling.compile_count() - c0, summary
+
+    def sequential(n, tag, seed):
+        c0, start = sampling.compile_count(), time.perf_counter()
+        ops = sum(sequential_bfs(r, cfg, model, judge, seed) for r in roots(n, tag))
+        return time.perf_counter() - start, ops, sampling.compile_count() - c0
+
+    cold_s, cold_ops, cold_compiles, summary = batched(args.roots, "cold", 1)
+    print(f"cold batched search: {cold_s:.1f}s, {cold_compiles} compilations, {summary}")
+    warm_s, warm_ops, warm_compiles, _ = batched(args.roots, "warm", 2)
+    sequential(args.sequential_roots, "seqwarm", 3)  # compile the one-row programs
+    seq_s, seq_ops, seq_compiles = sequential(args.sequential_roots, "seq", 4)
+
+    rate_b, rate_s = warm_ops / warm_s, seq_ops / seq_s
+    print(machine())
+    rows = [["search", "roots", "refinements + judgments", "seconds", "per second", "compiles"]]
+    for name, n, ops, secs, compiles in (
+        ("batched (cold)", args.roots, cold_ops, cold_s, cold_compiles),
+        ("batched", args.roots, warm_ops, warm_s, warm_compiles),
+        ("one call at a time", args.sequential_roots, seq_ops, seq_s, seq_compiles),
+    ):
+        rows.append([name, str(n), str(ops), f"{secs:.1f}", f"{ops / secs:.1f}", str(compiles)])
+    print(table(rows))
+    print(f"batched / one at a time: {rate_b / rate_s:.1f}x (target >= 5x)")
+
+
+if __name__ == "__main__":
+    main()
