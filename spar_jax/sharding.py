@@ -108,11 +108,14 @@ def context(mesh: Mesh, rules: Rules):
 
 
 def rules_from_config(rules: Any) -> Rules:
-    """Accepts a rule-set name ("train"/"sample") or a sequence of (name, axes) pairs."""
+    """Accepts a rule-set name ("train"/"sample"), a sequence of (name, axes) pairs, or a
+    mapping of name to axes."""
     if isinstance(rules, str):
         if rules not in RULE_SETS:
             raise ShardingError(f"unknown rule set {rules!r}; known: {sorted(RULE_SETS)}")
         return RULE_SETS[rules]
+    if hasattr(rules, "items"):
+        rules = list(rules.items())
     out = []
     for name, axes in rules:
         if isinstance(axes, list):

@@ -94,6 +94,10 @@ def test_batch_not_divisible_is_an_error_naming_both_numbers():
 def test_rules_from_config():
     assert sharding.rules_from_config("sample") == sharding.SAMPLE_RULES
     assert sharding.rules_from_config([["embed", ["fsdp"]]]) == (("embed", ("fsdp",)),)
+    assert sharding.rules_from_config({"embed": ["fsdp"], "mlp": None}) == (
+        ("embed", ("fsdp",)),
+        ("mlp", None),
+    )
     with pytest.raises(sharding.ShardingError, match="'model' is not a mesh axis"):
         sharding.rules_from_config([("embed", "model")])
     with pytest.raises(sharding.ShardingError, match="unknown rule set"):
