@@ -430,3 +430,18 @@ def test_non_finite_reference_log_probs_name_the_records(tmp_path):
         reference.reference_table(path, lambda: table, fp, prepared, log=lambda _: None), table
     )
     assert os.path.exists(path)
+
+
+def test_loss_settings_are_config_errors():
+    """A loss name or hyper-parameter the registry does not have is the user's input: one line
+    through the command, not a traceback."""
+    from spar_jax.configs import ConfigError
+    from spar_jax.training.dpo import DPOConfig
+
+    with pytest.raises(ConfigError, match="unknown preference loss 'dpo'; choose one of"):
+        DPOConfig(loss="dpo")
+    with pytest.raises(ConfigError, match=r"gamma=0\.5 is not used by preference loss 'sigmoid'"):
+        DPOConfig(gamma=0.5)
+    with pytest.raises(ConfigError, match="reference='later'"):
+        DPOConfig(reference="later")
+    assert DPOConfig(loss="simpo", beta=None).reward_scale() == 2.0  # simpo's declared default

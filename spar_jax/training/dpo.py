@@ -23,7 +23,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spar_jax.training import compiled, data, loop, model_io, preference, reference, runner, toy
+from spar_jax.configs import ConfigError
+from spar_jax.training import (
+    compiled,
+    data,
+    loop,
+    model_io,
+    preference,
+    reference,
+    runner,
+    steps,
+    toy,
+)
 from spar_jax.training.placement import Placement
 from spar_jax.training.run_config import RunConfig
 from spar_jax.training.state import TrainState
@@ -41,6 +52,14 @@ class DPOConfig:
     loss_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     reference: str = "precompute"  # or "online"
     eval_data: Any = ""  # held-out pairs: reward margin and accuracy at the end
+
+    def __post_init__(self):
+        if self.reference not in steps.REFERENCE_MODES:
+            raise ConfigError(f"reference={self.reference!r}; use one of {steps.REFERENCE_MODES}")
+        try:
+            self.reward_scale()  # an unknown loss or a hyper-parameter it does not take
+        except ValueError as e:
+            raise ConfigError(f"--config.loss: {e}") from None
 
     @classmethod
     def from_config(cls, config: Any) -> DPOConfig:
@@ -91,7 +110,7 @@ def train_dpo(config: Any, *, log: Callable[[str], None] = print) -> DPOResult:
     config = toy.with_toy_data(config, "dpo")
     run = RunConfig.from_config(config)
     dpo = DPOConfig.from_config(config)
-    scale = dpo.reward_scale()  # an unknown loss or hyper-parameter fails here, before loading
+    scale = dpo.reward_scale()
     tok = Tokenizer.load(run.tokenizer)
     prepared = _prepare(run.data, tok, run, strict=run.strict)
     log(f"dpo data {run.data}: {prepared.report.summary()}")
