@@ -139,9 +139,10 @@ def run(
     start_step = int(state.step)
     epoch0, index0 = int(state.epoch), int(state.batch_index)
     if index0 > cfg.batches_per_epoch:
-        raise ValueError(
-            f"the state is at batch {index0} of epoch {epoch0} but an epoch has "
-            f"{cfg.batches_per_epoch} batches: the data or batch size changed since the checkpoint"
+        raise SparError(
+            f"the checkpoint is at batch {index0} of epoch {epoch0} but an epoch has "
+            f"{cfg.batches_per_epoch} batches: the data or batch size changed since it was saved; "
+            "resume with the run's data and batch_size, or start over (resume=False)"
         )
     # Only process 0 writes the log, the bar and the plot.
     main = jax.process_index() == 0

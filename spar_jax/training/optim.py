@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from spar_jax.configs import ConfigError
+
 SCHEDULES = ("linear", "constant", "cosine")
 
 
@@ -40,11 +42,11 @@ class OptimizerConfig:
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule={self.schedule!r}; use one of {SCHEDULES}")
+            raise ConfigError(f"schedule={self.schedule!r}; use one of {SCHEDULES}")
         if not 0.0 <= self.warmup_ratio <= 1.0:
-            raise ValueError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1]")
+            raise ConfigError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1]")
         if self.learning_rate < 0 or self.max_grad_norm < 0 or self.warmup_steps < 0:
-            raise ValueError("learning_rate, max_grad_norm and warmup_steps must be >= 0")
+            raise ConfigError("learning_rate, max_grad_norm and warmup_steps must be >= 0")
 
     @classmethod
     def from_dict(cls, d: Any) -> OptimizerConfig:
@@ -53,7 +55,7 @@ class OptimizerConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown optimizer fields {unknown}; known: {sorted(known)}")
+            raise ConfigError(f"unknown optimizer fields {unknown}; known: {sorted(known)}")
         return cls(**d)
 
     def num_warmup_steps(self, total_steps: int) -> int:
