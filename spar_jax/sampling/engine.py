@@ -272,27 +272,35 @@ class Engine:
         free = [b for b, r in enumerate(self._slot_row) if r is None]
         if not free or not self._queue:
             return
-        groups: list[tuple[_Request, list[int], list[int]]] = []  # (request, samples, slots)
-        for b in free:
+        popped: list[list] = []  # [request, samples]
+        for _ in free:
             if not self._queue:
                 break
             request, j = self._queue.popleft()
-            if groups and groups[-1][0] is request:
-                groups[-1][1].append(j)
-                groups[-1][2].append(b)
+            if popped and popped[-1][0] is request:
+                popped[-1][1].append(j)
             else:
-                groups.append((request, [j], [b]))
-            self._slot_row[b] = (request, j)
+                popped.append([request, [j]])
         # A prompt reuses the longest head (at least min_prefix tokens, never the whole
-        # prompt) cached in a slot that is not being refilled, or, in a second pass, in a
-        # slot this round's first pass filled.
-        taken = {b for _, _, bs in groups for b in bs}
-        resident = [
-            (b, p) for b, p in enumerate(self._slot_prompt) if p is not None and b not in taken
+        # prompt) cached in a running slot, or in a free slot that it then fills itself
+        # (the head is read before it is overwritten), or, in a second wave, in a slot this
+        # round's first wave filled. Other free slots may be overwritten in any order.
+        running = [
+            (b, p) for b, p in enumerate(self._slot_prompt) if b not in free and p is not None
         ]
+        available = list(free)
         first, second = [], []
-        for request, samples, dest in groups:
-            best = self._best_prefix(request.prompt, resident)
+        for request, samples in popped:
+            cached = [
+                (b, self._slot_prompt[b]) for b in available if self._slot_prompt[b] is not None
+            ]
+            own = self._best_prefix(request.prompt, cached)
+            dest = [own[0]] if own[1] else []
+            dest += [b for b in available if b not in dest][: len(samples) - len(dest)]
+            available = [b for b in available if b not in dest]
+            for b, j in zip(dest, samples, strict=True):
+                self._slot_row[b] = (request, j)
+            best = max(own, self._best_prefix(request.prompt, running), key=lambda x: x[1])
             lead = self._best_prefix(request.prompt, [(g[2][0], g[0].prompt) for g in first])
             if lead[1] > best[1]:
                 second.append((request, samples, dest, lead))
