@@ -81,12 +81,13 @@ class Slots:
 
 
 def init_slots(cfg: ModelConfig, slots: int, length: int, num_stop_ids: int) -> Slots:
-    """B = `slots` empty slots of `length` cache positions."""
+    """B = `slots` empty slots of `length` cache positions, laid out by the sampling rules
+    under `sharding.context` (slots over the data axes, KV heads over tensor)."""
     B, S = slots, length
     shape = (B, S, cfg.num_kv_heads, cfg.head_dim)
     dt = jnp.dtype(cfg.dtype)
     zeros = functools.partial(jnp.zeros, dtype=jnp.int32)
-    return Slots(
+    state = Slots(
         k=tuple(jnp.zeros(shape, dt) for _ in range(cfg.num_layers)),
         v=tuple(jnp.zeros(shape, dt) for _ in range(cfg.num_layers)),
         lengths=zeros((B,)),
@@ -104,11 +105,32 @@ def init_slots(cfg: ModelConfig, slots: int, length: int, num_stop_ids: int) -> 
         stopped=jnp.zeros((B,), bool),
         done=jnp.ones((B,), bool),
     )
+    mesh = _context_mesh()
+    if mesh is None:
+        return state
+    rules = nn.get_logical_axis_rules()
+
+    def put(x):
+        axes = _KV_AXES if x.ndim == 4 else ("batch",) + (None,) * (x.ndim - 1)
+        spec = nn.logical_to_mesh_axes(axes, rules)
+        return jax.device_put(x, jax.sharding.NamedSharding(mesh, spec))
+
+    return jax.tree.map(put, state)
+
+
+def _context_mesh() -> jax.sharding.Mesh | None:
+    """The mesh of `sharding.context` (entered as `with mesh:`), or None."""
+    if not jax.sharding.get_abstract_mesh().empty:
+        return jax.sharding.get_mesh()
+    from jax._src import mesh as mesh_lib  # where `with mesh:` records the mesh
+
+    physical = mesh_lib.thread_resources.env.physical_mesh
+    return None if physical.empty else physical
 
 
 def _constrain(x: jax.Array) -> jax.Array:
     # Slots on the data axes, KV heads on tensor, under `sharding.context`; else a no-op.
-    return nn.with_logical_constraint(x, _KV_AXES)
+    return nn.with_logical_constraint(x, _KV_AXES, mesh=_context_mesh())
 
 
 def _layers(cfg, layers: Layers, x, positions, allowed, k_views, v_views):
