@@ -23,8 +23,11 @@ MARKERS = ("[[start]]", "[[end]]")
 
 
 def check(row: dict, response: str) -> tuple[bool, str]:
-    """The test world's rule verifier: an "a" and no "b"."""
+    """The test world's rule verifier: an "a" and no "b" (rows must carry their prompt)."""
     from spar_jax.spar import prompts
+
+    if "Write an a" not in row.get("prompt", ""):
+        raise ValueError(f"the verifier got a row without its prompt: {row}")
 
     has_a, has_b = "a" in response, "b" in response
     passed = has_a and not has_b
@@ -95,7 +98,7 @@ def write_config(path: Path, model: str, tokenizer: str, prompts: str) -> str:
                 c.dtype = "float32"
                 c.max_batch = 32
                 c.chunk_prompts = 3
-                c.actor_sampling.n = 3
+                c.actor_sampling.n = 2
                 c.actor_sampling.max_new_tokens = 12
                 c.judge.kind = "rule"
                 c.judge.verifier = "tests.selfplay_fixtures:check"

@@ -161,8 +161,10 @@ def test_selfplay_command_two_rounds(uninterrupted):
     for pair in pairs:
         assert pair["messages"][0]["role"] == "user"
         assert pair["chosen"]["role"] == pair["rejected"]["role"] == "assistant"
-        assert fx.check({}, pair["chosen"]["content"])[0]
-        assert not fx.check({}, pair["rejected"]["content"])[0]
+        assert fx.check({"prompt": pair["messages"][0]["content"]}, pair["chosen"]["content"])[0]
+        assert not fx.check(
+            {"prompt": pair["messages"][0]["content"]}, pair["rejected"]["content"]
+        )[0]
         tree = next(
             t for t in passed.values() if t["row"]["prompt"] == pair["messages"][0]["content"]
         )

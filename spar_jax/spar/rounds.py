@@ -154,7 +154,9 @@ def run_round(rnd: stages.Round, rows: list[dict]) -> dict:
     refiner = LazyChatModel(rnd.refiner, rnd)
     judge = stages.make_judge(rnd, refiner)
     judged = _timed(times, "judge", stages.judge, rnd, samples, rows, judge)
-    roots, negative_counts = _timed(times, "negatives", stages.negatives, rnd, samples, judged)
+    roots, negative_counts = _timed(
+        times, "negatives", stages.negatives, rnd, rows, samples, judged
+    )
     trees = _timed(times, "search", stages.search, rnd, roots, refiner, judge)
     del refiner, judge
     built = _timed(times, "build", build_data, rnd, trees, samples, judged)

@@ -211,12 +211,18 @@ def judge(rnd: Round, samples: Sequence[dict], rows: Sequence[dict], judge_) -> 
     return _run_stage(rnd, "judge", todo, compute, "judgments.jsonl")
 
 
-def negatives(rnd: Round, samples: Sequence[dict], judged: Sequence[dict]) -> tuple[list, dict]:
-    """One failed answer per prompt judged No at least once, with its critique (the roots)."""
+def negatives(
+    rnd: Round, rows: Sequence[dict], samples: Sequence[dict], judged: Sequence[dict]
+) -> tuple[list, dict]:
+    """One failed answer per prompt judged No at least once, with its critique (the roots).
+
+    A root carries its whole prompt row, so a rule judge inside the search sees its task.
+    """
     by_id = {j["prompt_id"]: j["judgments"] for j in judged}
+    row_of = {r["prompt_id"]: r for r in rows}
     todo = [s for s in samples if s["prompt_id"] in by_id]
     roots, counts = build.pick_negatives(
-        [{"prompt_id": s["prompt_id"], "prompt": s["prompt"]} for s in todo],
+        [row_of[s["prompt_id"]] for s in todo],
         [s["responses"] for s in todo],
         [[Judgment.from_dict(j) for j in by_id[s["prompt_id"]]] for s in todo],
         seed=rnd.seed("negatives"),
