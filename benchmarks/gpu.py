@@ -17,6 +17,10 @@ measured, in order of importance, so a run cut short still leaves the parts it f
    6 T^2 N_heads H L per sequence (forward + backward, half the T x T square).
 4. Sampling: ``sampling.generate`` on the same model in bfloat16, B prompts, fixed new tokens;
    decode tokens/s and the HBM roofline (parameters + KV cache read once per decode step).
+5. Ragged sampling (``ragged``): 512 prompts of 8-64 tokens with geometric new-token limits
+   (mean ~45, at most 128), temperature 1.0, through the continuous-batching engine with 64
+   slots, against the same requests run as fixed batches of 64 (each batch drained before the
+   next starts, as a fixed-batch sampler does): useful tokens/s of each and their ratio.
 """
 
 from __future__ import annotations
@@ -193,11 +197,43 @@ def sample_speed(cfg, params, batch, prompt, new, hbm, temperature=0.9) -> dict:
     }
 
 
+def ragged_speed(cfg, params, prompts: int, slots: int) -> dict:
+    cfg = cfg.replace(dtype="bfloat16", param_dtype="bfloat16")
+    params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
+    rng = np.random.default_rng(2)
+    ids = [rng.integers(3, cfg.vocab_size, rng.integers(8, 65)).tolist() for _ in range(prompts)]
+    new = np.minimum(rng.geometric(1 / 45, prompts), 128).tolist()
+
+    def engine_run(drain_every: int | None) -> tuple[float, int]:
+        engine = sampling.Engine(cfg, params, slots=slots, max_length=192)
+        start, made = time.perf_counter(), 0
+        for i, (p, m) in enumerate(zip(ids, new, strict=True)):
+            sp = sampling.SamplingParams(temperature=1.0, max_new_tokens=m)
+            engine.submit(p, sp, rng=jax.random.key(i))
+            if drain_every and (i + 1) % drain_every == 0:
+                made += sum(len(c.tokens) for c in engine.run())
+        made += sum(len(c.tokens) for c in engine.run())
+        return time.perf_counter() - start, made
+
+    engine_run(None), engine_run(slots)  # compile
+    cont_s, cont_tokens = engine_run(None)
+    fixed_s, fixed_tokens = engine_run(slots)
+    assert cont_tokens == fixed_tokens == sum(new)
+    return {
+        "prompts": prompts,
+        "slots": slots,
+        "useful_tokens": cont_tokens,
+        "continuous_tokens_per_s": cont_tokens / cont_s,
+        "fixed_batches_tokens_per_s": fixed_tokens / fixed_s,
+        "speedup": fixed_s / cont_s,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=None, help="JSON file, rewritten after each part")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes: check the script")
-    parser.add_argument("--parts", default="peak,parity,dpo,xla,sample,greedy,dpo_big")
+    parser.add_argument("--parts", default="peak,parity,dpo,xla,sample,greedy,ragged,dpo_big")
     parser.add_argument("--length", type=int, default=2048, help="DPO tokens per sequence")
     parser.add_argument("--pairs", type=int, default=4, help="DPO pairs per step")
     parser.add_argument("--chunk-size", type=int, default=4096, help="vocabulary chunk")
@@ -244,6 +280,9 @@ def main() -> None:
         if part in parts:
             speed = sample_speed(cfg, params, *sample, hbm, temperature=temperature)
             _record(args.out, results, part, speed)
+    if "ragged" in parts:
+        shape = (16, 4) if args.smoke else (512, 64)
+        _record(args.out, results, "ragged", ragged_speed(cfg, params, *shape))
     if "dpo_big" in parts:
         _record(args.out, results, "dpo_cudnn_big", dpo_step(cfg, params, big, length, peak))
 
