@@ -20,7 +20,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.vocab_size = 0
     c.tokenizer = ""  # the model dir
     c.data = f"{SEED_DIR}/seed_sft.jsonl"
-    c.train_on = "all"  # every assistant turn (the refine rows' critique turn too)
+    # Only the last assistant turn: a refine row's critique turn always says "No", so training
+    # on it too makes 76% of the trained verdicts "No" and the judge learned to answer "No" to
+    # everything (docs/results.md); with "last" the trained verdicts are half "Yes".
+    c.train_on = "last"
     c.toy_data = False
     c.out_dir = "runs/demo_seed_sft"
 
