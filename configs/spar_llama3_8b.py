@@ -83,5 +83,16 @@ def get_config() -> ml_collections.ConfigDict:
     # The per-round trainers; model, tokenizer, data and out_dir are set by the driver.
     c.train_actor = configs.load(os.path.join(HERE, "dpo_llama3_8b.py"))
     c.train_refiner = configs.load(os.path.join(HERE, "sft_glm4_9b.py"))
+    # Optional evaluation of the starting models and of each round's trained models.
+    c.eval = ml_collections.ConfigDict()
+    c.eval.ifeval = False  # the actor's greedy answers to IFEval, official checks
+    c.eval.ifeval_input = ""  # "" = the 541 prompts bundled with spar_jax
+    c.eval.judge_data = ""  # labelled {"prompt", "response", "label"} JSONL, or "tasks"
+    c.eval.judge_votes = (1, 3, 5)
+    c.eval.scaling_prompts = ""  # prompts for greedy vs best-of-N vs tree search, or "tasks"
+    c.eval.scaling_budgets = (2, 4, 8, 16)
+    c.eval.limit = 0  # prompts / rows per evaluation; 0 = all
+    c.eval.max_new_tokens = 1280  # answers and refinements (IFEval's usual budget)
+    c.eval.judge_max_new_tokens = 2048
     c.progress = True
     return c

@@ -247,11 +247,48 @@ def test_judge_outputs_without_verdicts_are_counted_and_the_round_ends(
         config_path, ["--config.rounds=1", "--config.judge.kind=model", "--config.judge.votes=2"]
     )
     logs: list[str] = []
-    (summary,) = rounds.run(config, str(tmp_path / "run"), log=logs.append)
+    evaluated = []
+
+    def evaluate(actor, refiner, out_dir):
+        evaluated.append((actor, refiner, os.path.relpath(out_dir, tmp_path)))
+        return {"score": len(evaluated)}
+
+    (summary,) = rounds.run(config, str(tmp_path / "run"), log=logs.append, evaluate=evaluate)
+    assert summary["eval_start"] == {"score": 1} and summary["eval"] == {"score": 2}
+    assert [e[2] for e in evaluated] == ["run/round_0/eval", "run/round_1/eval"]
+    # Resumed, a finished run evaluates nothing again.
+    assert rounds.run(config, str(tmp_path / "run"), log=logs.append, evaluate=evaluate)
+    assert len(evaluated) == 2
     # The scripted actor answers all 7 prompts twice, the long one included (no context here).
     assert summary["responses_judged"] == summary["judged_tie"] == 7 * 2
     assert summary["invalid_votes"] == 7 * 2 * 2
     assert summary["trees"] == summary["pairs"] == summary["rft_examples"] == 0
     assert summary["next_actor"] == summary["actor"]  # nothing to train on: unchanged
     assert sum("no training data" in line for line in logs) == 2
-    assert "round 1 summary" in logs[-1]
+    assert any("round 1 summary" in line for line in logs)
+
+
+def test_evaluator_scores_ifeval_and_the_judge_of_a_round_model(world, tmp_path, monkeypatch):
+    """The selfplay command's evaluation stage on the fixture model: IFEval on 2 prompts, judge
+    accuracy on 2 synthetic-world rows (this model never says Yes or No: no verdicts)."""
+    from spar_jax import configs
+    from spar_jax.eval import rounds as eval_rounds
+
+    monkeypatch.setenv("NLTK_DATA", str(REPO.parent / "shared" / "data" / "nltk_data"))
+    _, config_path = world
+    config = configs.load(config_path)
+    assert eval_rounds.evaluator(config) is None  # nothing asked for
+    for item in ("ifeval=True", "judge_data=tasks", "limit=2", "max_new_tokens=4"):
+        configs.apply_override(config, f"eval.{item}")
+    config.eval.judge_max_new_tokens = 4
+    evaluate = eval_rounds.evaluator(config)
+    metrics = evaluate(config.actor, config.actor, str(tmp_path / "eval"))
+    assert set(metrics["ifeval"]) == {
+        "prompt_level_strict_acc",
+        "prompt_level_loose_acc",
+        "inst_level_strict_acc",
+        "inst_level_loose_acc",
+    }
+    assert set(metrics["judge"]) == {"votes_1", "votes_3", "votes_5"}
+    assert (tmp_path / "eval" / "ifeval.json").exists()
+    assert (tmp_path / "eval" / "judge_accuracy.json").exists()

@@ -7,7 +7,8 @@ Runs the configured number of SPaR rounds (sample, judge, negatives, tree search
 building, DPO of the actor, SFT of the refiner) in DIR. Rerunning the same command continues
 where a killed run stopped: finished stages are skipped, a stage in progress resumes from its
 last written chunk. Each round prints a summary table; DIR/summary.json and DIR/summary.png
-hold them all.
+hold them all. With the config's `eval` section on, each round's trained models are also
+evaluated (IFEval, judge accuracy, inference-time scaling) and the metrics join the summary.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(rest)
     config = configs.load(args.config, overrides)
 
+    from spar_jax.eval import rounds as eval_rounds
     from spar_jax.spar import rounds
 
-    summaries = rounds.run(config, args.workdir)
+    summaries = rounds.run(config, args.workdir, evaluate=eval_rounds.evaluator(config))
     last = summaries[-1] if summaries else {}
     print(
         f"selfplay: {len(summaries)} rounds in {args.workdir}; final actor "

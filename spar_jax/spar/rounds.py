@@ -106,8 +106,22 @@ def _check_settings(config: Any, workdir: str) -> None:
         io.write_json(path, now)
 
 
-def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> list[dict]:
-    """Runs (or resumes) `config.rounds` rounds in `workdir`; returns each round's summary."""
+Evaluate = Callable[[str, str, str], dict]  # (actor, refiner, out_dir) -> metrics
+
+
+def run(
+    config: Any,
+    workdir: str,
+    *,
+    log: Callable[[str], None] = print,
+    evaluate: Evaluate | None = None,
+) -> list[dict]:
+    """Runs (or resumes) `config.rounds` rounds in `workdir`; returns each round's summary.
+
+    `evaluate`, when given, measures the starting models once (`round_0/eval/`) and each
+    round's trained models (`round_<t>/eval/`); its metrics join the summaries (the
+    `selfplay` command builds it from the config's `eval` section, `spar_jax.eval.rounds`).
+    """
     from spar_jax import sharding
 
     os.makedirs(workdir, exist_ok=True)
@@ -118,9 +132,16 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> lis
     actor, refiner = config.actor, config.refiner or config.actor
     tokenizer = config.tokenizer or config.actor
     summaries = []
+    start_eval = None
+    if evaluate is not None:
+        start_eval = evaluate_stage(
+            evaluate, os.path.join(workdir, "round_0", "eval"), actor, refiner, log
+        )
     for t in range(1, config.rounds + 1):
         rnd = stages.Round(config, workdir, t, actor, refiner, tokenizer, mesh, log)
-        summary = run_round(rnd, rows)
+        summary = run_round(rnd, rows, evaluate)
+        if start_eval is not None:
+            summary["eval_start"] = start_eval
         summary["prompts_skipped"] = prompt_info["skipped"]
         summaries.append(summary)
         actor, refiner = summary["next_actor"], summary["next_refiner"]
@@ -142,7 +163,21 @@ def _timed(times: dict, name: str, fn: Callable, *args):
     return out
 
 
-def run_round(rnd: stages.Round, rows: list[dict]) -> dict:
+def evaluate_stage(
+    evaluate: Evaluate, out_dir: str, actor: str, refiner: str, log: Callable[[str], None]
+) -> dict:
+    """Runs `evaluate` once per `out_dir` (a finished evaluation is read back)."""
+    done = os.path.join(out_dir, io.SUMMARY)
+    if os.path.exists(done):
+        return io.read_json(done)
+    log(f"evaluating actor {actor} and refiner {refiner}")
+    metrics = evaluate(actor, refiner, out_dir)
+    io.write_json(done, metrics)
+    io.barrier(f"eval-{out_dir}")
+    return metrics
+
+
+def run_round(rnd: stages.Round, rows: list[dict], evaluate: Evaluate | None = None) -> dict:
     """One round; a finished round is read back from its summary."""
     path = os.path.join(rnd.workdir, f"round_{rnd.t}", "summary.json")
     if os.path.exists(path):
@@ -162,6 +197,13 @@ def run_round(rnd: stages.Round, rows: list[dict]) -> dict:
     built = _timed(times, "build", build_data, rnd, trees, samples, judged)
     actor_out = _timed(times, "train_actor", train_actor, rnd, built)
     refiner_out = _timed(times, "train_refiner", train_refiner, rnd, built)
+
+    metrics = None
+    if evaluate is not None:
+        metrics = _timed(
+            times, "eval", evaluate_stage, evaluate, rnd.dir("eval"),
+            actor_out["model"], refiner_out["model"], rnd.log,
+        )  # fmt: skip
 
     passed = sum(tree["status"] == "passed" for tree in trees)
     summary = {
@@ -183,6 +225,7 @@ def run_round(rnd: stages.Round, rows: list[dict]) -> dict:
         "refiner_loss": refiner_out.get("loss"),
         "next_actor": actor_out["model"],
         "next_refiner": refiner_out["model"],
+        "eval": metrics,
         "seconds": {k: round(v, 2) for k, v in times.items() if k != "_compiles"},
         # Sampler programs compiled by each stage in this process (0 for a resumed stage).
         "compiles": times["_compiles"],
