@@ -1,7 +1,7 @@
 """Tree search: the batched BFS over many roots vs one tree and one call at a time.
 
-    python -m benchmarks.search                        # 64 roots batched, 8 one at a time
-    python -m benchmarks.search --roots 16 --sequential-roots 4 --new 8
+    python -m benchmarks.tree_search                        # 64 roots batched, 8 one at a time
+    python -m benchmarks.tree_search --roots 16 --sequential-roots 4 --new 8
 
 Both sides run the same 3-level BFS (branch 3, select 2, 5 judge votes) with
 the same tiny random LLaMA-style model through `ChatModel` + `ModelJudge`:
