@@ -17,8 +17,6 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from tests.tokenizer_fixtures import LLAMA3_SPECIALS, build_hf_tokenizer
-
 MARKERS = ("[[start]]", "[[end]]")
 
 
@@ -36,11 +34,13 @@ def check(row: dict, response: str) -> tuple[bool, str]:
 
 
 def build_tokenizer(out_dir: Path) -> str:
+    """The synthetic world's BPE (its corpus holds the judge and refine texts, so those prompts
+    are a few hundred tokens, not a thousand), plus the two refinement markers."""
     import transformers
 
-    build_hf_tokenizer(
-        out_dir, LLAMA3_SPECIALS, bos="<|begin_of_text|>", eos="<|eot_id|>", vocab_size=300
-    )
+    from spar_jax.tasks import model as world_model
+
+    world_model.build_tokenizer(str(out_dir))
     tok = transformers.AutoTokenizer.from_pretrained(str(out_dir))
     tok.add_tokens(list(MARKERS))
     tok.save_pretrained(str(out_dir))
@@ -57,7 +57,7 @@ def build_model(out_dir: Path, tokenizer_dir: str) -> str:
     hf_tok = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
     favoured = [hf_tok.convert_tokens_to_ids(t) for t in (*MARKERS, "<|eot_id|>")]
     favoured += [hf_tok.encode(t, add_special_tokens=False)[0] for t in (" a", "a", "b")]
-    cfg = models.preset("tiny").replace(vocab_size=320, max_position_embeddings=2048)
+    cfg = models.preset("tiny").replace(vocab_size=len(hf_tok) + 62, max_position_embeddings=1024)
     params = jax.tree.map(np.array, models.init_params(cfg, jax.random.key(0)))  # writable
     # Blocks write nothing to the residual stream, whose dimension 0 is 10 for every token:
     # the final norm then gives h = sqrt(D) e_0 at every position, and logits = h @ lm_head.
@@ -76,7 +76,7 @@ def write_prompts(path: Path, n: int = 6) -> str:
     lines = [f'{{"prompt_id": "q{i}", "prompt": "Write an a, and no b. ({i})"}}' for i in range(n)]
     lines.insert(2, "not json")  # a malformed row: counted, not fatal
     lines.insert(4, '{"prompt_id": "empty", "prompt": "  "}')  # an empty prompt: counted
-    long = "Write an a. " * 800  # longer than the context: skipped by the sampler, counted
+    long = "Write an a. " * 400  # longer than the context: skipped by the sampler, counted
     lines.append(f'{{"prompt_id": "long", "prompt": "{long}"}}')
     path.write_text("\n".join(lines) + "\n")
     return str(path)
@@ -96,7 +96,7 @@ def write_config(path: Path, model: str, tokenizer: str, prompts: str) -> str:
                 c.actor, c.tokenizer, c.prompts = "{model}", "{tokenizer}", "{prompts}"
                 c.rounds = 2
                 c.dtype = "float32"
-                c.max_batch = 32
+                c.max_batch = 4  # few slot counts: few programs to compile
                 c.chunk_prompts = 3
                 c.actor_sampling.n = 2
                 c.actor_sampling.max_new_tokens = 12

@@ -259,6 +259,8 @@ def test_sampling_reproducible_and_shared_prefill(llama):
 
 def test_compilations_are_bounded(llama):
     _, cfg, params, _ = llama
+    jitted = (sampling.slots.extend, sampling.slots.decode)
+    counted, cached = sampling.compile_count(), sum(f._cache_size() for f in jitted)
     sampling.generate(cfg, params, [[1, 2, 3, 4, 5]], greedy())  # programs for 1 slot x 24
     before = sampling.compile_count()
     for length in (9, 12):  # same cache length bucket (prompt + 12 new tokens <= 24)
@@ -269,9 +271,9 @@ def test_compilations_are_bounded(llama):
         out = sampling.generate(cfg, params, [list(range(1, 13))], sp, rng=jax.random.key(0))
         assert out.stats.compiles == 0
     assert sampling.compile_count() == before
-    # The counter agrees with jax's own caches of compiled programs.
-    jitted = (sampling.slots.extend, sampling.slots.decode)
-    assert before == sum(f._cache_size() for f in jitted) >= 2
+    # The counter agrees with jax's own caches of compiled programs (over this test: other
+    # tests in the session may have compiled programs the counter saw differently).
+    assert before - counted == sum(f._cache_size() for f in jitted) - cached
     assert sampling.length_bucket(17) == 24 and sampling.length_bucket(25) == 32
     assert sampling.batch_bucket(5, 64) == 8 and sampling.batch_bucket(100, 64) == 64
 

@@ -136,11 +136,19 @@ def test_selfplay_command_two_rounds(uninterrupted):
         assert s["prompts_too_long"] == 1
         assert s["responses"] == 6 * 2
         assert s["judged_yes"] + s["judged_no"] == s["responses_judged"] == 12
+        rdir = workdir / f"round_{s['round']}"
+        responses = {
+            r["prompt_id"]: r["responses"]
+            for r in map(json.loads, (rdir / "sample" / "responses.jsonl").read_text().splitlines())
+        }
+        judged = map(json.loads, (rdir / "judge" / "judgments.jsonl").read_text().splitlines())
+        # A root per prompt with a (non-empty) answer judged No.
         assert s["trees"] == sum(
-            any(j["label"] == 0 for j in json.loads(line)["judgments"])
-            for line in (workdir / f"round_{s['round']}" / "judge" / "judgments.jsonl")
-            .read_text()
-            .splitlines()
+            any(
+                j["label"] == 0 and resp
+                for j, resp in zip(r["judgments"], responses[r["prompt_id"]], strict=True)
+            )
+            for r in judged
         )
         assert s["pairs"] == s["trees_passed"] > 0
     # Round 2 starts from round 1's trained models.

@@ -58,7 +58,8 @@ class ChatModel:
     One `generate` call is one `sampling.generate` call over every conversation
     (which chunks them by `max_batch` rows); the n samples of a conversation share
     its prefill. The tokenizer's stop tokens are used when `sampling_params` names none.
-    `stats` counts calls, conversations, samples, generated tokens and skips.
+    `stats` counts calls, conversations, samples, generated tokens and skips;
+    `last_skipped` lists the conversations the last call skipped (indices).
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class ChatModel:
         self.max_batch, self.max_cache_bytes = max_batch, max_cache_bytes
         self.prompt_overflow = prompt_overflow
         self.stats: collections.Counter = collections.Counter()
+        self.last_skipped: list[int] = []
 
     def generate(
         self,
@@ -89,6 +91,7 @@ class ChatModel:
     ) -> list[list[str]]:
         """[len(conversations)][n] replies; "" for every sample of a skipped conversation."""
         out: list[list[str]] = [[""] * n for _ in conversations]
+        self.last_skipped = []
         if not conversations:
             return out
         ids, keep, report = context.fit_prompts(
@@ -97,6 +100,7 @@ class ChatModel:
             max_positions=self.cfg.max_position_embeddings,
             policy=self.prompt_overflow,
         )
+        self.last_skipped = list(report.skipped)
         self.stats["skipped_too_long"] += len(report.skipped)
         self.stats["truncated"] += len(report.truncated)
         self.stats["calls"] += 1

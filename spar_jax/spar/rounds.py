@@ -44,6 +44,11 @@ class LazyChatModel:
     def stats(self) -> dict:
         return dict(self.model.stats) if self.model is not None else {}
 
+    @property
+    def last_skipped(self) -> list[int]:
+        """Conversations the last call skipped as too long for the context."""
+        return list(getattr(self.model, "last_skipped", []))
+
 
 def read_prompts(config: Any, workdir: str) -> tuple[list[dict], dict]:
     """The run's prompts, normalised once into `<workdir>/prompts.jsonl` (ids and skips)."""

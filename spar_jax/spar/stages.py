@@ -174,15 +174,15 @@ def sample(rnd: Round, rows: Sequence[dict], model) -> list[dict]:
     def compute(chunk: int, part: Sequence[dict]) -> list[dict]:
         convs = [_messages(c, r["prompt"]) for r in part]
         texts = model.generate(convs, params, n=s.n, seed=rnd.seed("sample", chunk))
+        skipped = set(getattr(model, "last_skipped", ()))  # too long for the context
         return [
             {
                 "prompt_id": r["prompt_id"],
                 "prompt": r["prompt"],
                 "responses": t,
-                # ChatModel returns "" for every sample of a prompt past the context.
-                "skipped": all(x == "" for x in t),
+                "skipped": i in skipped,
             }
-            for r, t in zip(part, texts, strict=True)
+            for i, (r, t) in enumerate(zip(part, texts, strict=True))
         ]
 
     return _run_stage(rnd, "sample", rows, compute, "responses.jsonl")
