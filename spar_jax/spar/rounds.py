@@ -41,10 +41,6 @@ class LazyChatModel:
         return self.model.generate(conversations, sampling_params, n=n, seed=seed)
 
     @property
-    def stats(self) -> dict:
-        return dict(self.model.stats) if self.model is not None else {}
-
-    @property
     def last_skipped(self) -> list[int]:
         """Conversations the last call skipped as too long for the context."""
         return list(getattr(self.model, "last_skipped", []))
@@ -172,14 +168,12 @@ def evaluate_stage(
     evaluate: Evaluate, out_dir: str, actor: str, refiner: str, log: Callable[[str], None]
 ) -> dict:
     """Runs `evaluate` once per `out_dir` (a finished evaluation is read back)."""
-    done = os.path.join(out_dir, io.SUMMARY)
-    if os.path.exists(done):
-        return io.read_json(done)
-    log(f"evaluating actor {actor} and refiner {refiner}")
-    metrics = evaluate(actor, refiner, out_dir)
-    io.write_json(done, metrics)
-    io.barrier(f"eval-{out_dir}")
-    return metrics
+
+    def compute() -> dict:
+        log(f"evaluating actor {actor} and refiner {refiner}")
+        return evaluate(actor, refiner, out_dir)
+
+    return io.once(out_dir, compute)
 
 
 def run_round(rnd: stages.Round, rows: list[dict], evaluate: Evaluate | None = None) -> dict:
@@ -241,11 +235,11 @@ def run_round(rnd: stages.Round, rows: list[dict], evaluate: Evaluate | None = N
 
 def build_data(rnd: stages.Round, trees: list[dict], samples, judged) -> dict:
     """Actor pairs and refiner data files of the round (build.py), with their counts."""
-    out_dir = rnd.dir("build")
-    done = os.path.join(out_dir, io.SUMMARY)
-    if os.path.exists(done):
-        return io.read_json(done)
-    c = rnd.config
+    return io.once(rnd.dir("build"), lambda: _build(rnd, trees, samples, judged))
+
+
+def _build(rnd: stages.Round, trees: list[dict], samples, judged) -> dict:
+    out_dir, c = rnd.dir("build"), rnd.config
     pairs, pair_counts = build.dpo_pairs(trees, end_gate=c.tree.end_gate)
     texts = {s["prompt_id"]: s for s in samples}
     actor_judgments = [
@@ -264,28 +258,25 @@ def build_data(rnd: stages.Round, trees: list[dict], samples, judged) -> dict:
     rft_path = os.path.join(out_dir, "refiner_sft.jsonl")
     io.write_jsonl(pairs_path, pairs)
     io.write_jsonl(rft_path, examples)
-    info = {
+    return {
         "pairs": len(pairs),
         "rft_examples": len(examples),
         "pairs_path": pairs_path,
         "rft_path": rft_path,
         "counts": {"pairs": dict(pair_counts), "refiner": dict(rft_counts)},
     }
-    io.write_json(done, info)
-    io.barrier(f"build-{rnd.t}")
-    return info
 
 
 def _train(rnd: stages.Round, stage: str, base: str, section: Any, data: str, n: int, fn):
+    """Trains `base` on `data` with the trainer `fn` once; the summary names the export."""
+    return io.once(rnd.dir(stage), lambda: _train_once(rnd, stage, base, section, data, n, fn))
+
+
+def _train_once(rnd: stages.Round, stage: str, base: str, section: Any, data: str, n: int, fn):
     out_dir = rnd.dir(stage)
-    done = os.path.join(out_dir, io.SUMMARY)
-    if os.path.exists(done):
-        return io.read_json(done)
     if n == 0:
         rnd.log(f"round {rnd.t} {stage}: no training data; the model stays {base}")
-        info = {"model": base, "loss": None, "skipped": "no data"}
-        io.write_json(done, info)
-        return info
+        return {"model": base, "loss": None, "skipped": "no data"}
     cfg = section.copy_and_resolve_references()
     cfg.model, cfg.tokenizer, cfg.data, cfg.out_dir = base, rnd.tokenizer, data, out_dir
     if "toy_data" in cfg:
@@ -296,11 +287,7 @@ def _train(rnd: stages.Round, stage: str, base: str, section: Any, data: str, n:
         cfg.export = (*cfg.export, "native")
     cfg.progress = rnd.config.progress
     result = fn(cfg, log=rnd.log)
-    loss = result.loop.last.get("loss")
-    info = {"model": result.exports["native"], "loss": loss, "examples": n}
-    io.write_json(done, info)
-    io.barrier(f"{stage}-{rnd.t}")
-    return info
+    return {"model": result.exports["native"], "loss": result.loop.last.get("loss"), "examples": n}
 
 
 def train_actor(rnd: stages.Round, built: dict) -> dict:

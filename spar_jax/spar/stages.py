@@ -267,11 +267,11 @@ def search(rnd: Round, roots: Sequence[dict], refiner, judge_) -> list[dict]:
                 state = io.read_json(path)
             else:
                 state = init_search(list(group), cfg, seed=rnd.seed("search", g))
+                io.write_json(path, state)
             while not state["done"]:
                 state = search_step(state, refiner, judge_)
-                io.write_json(path, state)
+                io.write_json(path, state)  # a killed run resumes after this level
                 bar.set_postfix(group=g, level=state["step"])
-            io.write_json(path, state)
             trees.extend(state["trees"])
             bar.update(len(group))
     io.write_jsonl(os.path.join(rnd.dir("search"), "trees.jsonl"), trees)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -41,8 +40,11 @@ def barrier(name: str) -> None:
 
 
 def chunk_seed(*parts: Any) -> int:
-    """A stable 31-bit seed from `parts` (never Python's salted `hash`)."""
-    return zlib.crc32(json.dumps([str(p) for p in parts]).encode()) & 0x7FFFFFFF
+    """A stable 31-bit seed from `parts` (never Python's salted `hash`): the search's own
+    `derive_seed`, so one rule makes every seed of a run."""
+    from spar_jax.spar.generator import derive_seed
+
+    return derive_seed(*(str(p) for p in parts))
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -87,6 +89,20 @@ def read_jsonl(path: str) -> list[dict]:
 
 def finished(stage_dir: str) -> bool:
     return os.path.exists(os.path.join(stage_dir, SUMMARY))
+
+
+def once(stage_dir: str, compute: Callable[[], dict]) -> dict:
+    """`compute()`, run once per stage: a finished stage's `summary.json` is read back instead.
+
+    The result is written (process 0) as the stage's summary, then every process waits.
+    """
+    done = os.path.join(stage_dir, SUMMARY)
+    if os.path.exists(done):
+        return read_json(done)
+    result = compute()
+    write_json(done, result)
+    barrier(f"once:{stage_dir}")
+    return result
 
 
 def _recover(path: str, chunk_sizes: Sequence[int]) -> dict[int, list[dict]]:
