@@ -27,25 +27,15 @@ def load_chat(
 ):
     """A `spar.generator.ChatModel` over `model`: a Hugging Face checkpoint directory or a
     native one (`model_config.json`, as the trainers export; name its `tokenizer` then)."""
-    import os
+    from spar_jax.spar.generator import load_chat_model
 
-    import jax
-    import jax.numpy as jnp
-
-    from spar_jax import models
-    from spar_jax.models import native
-    from spar_jax.spar.generator import ChatModel
-    from spar_jax.tokenizer import Tokenizer
-
-    tok = Tokenizer.load(tokenizer or model)
-    if os.path.isfile(os.path.join(model, native.CONFIG_FILE)):
-        cfg, params = native.load_native(model)
-        params = jax.tree.map(lambda x: x.astype(jnp.dtype(dtype)), params)
-        cfg = cfg.replace(dtype=jnp.dtype(dtype).name, param_dtype=jnp.dtype(dtype).name)
-    else:
-        cfg, params = models.load_hf(model, dtype=jnp.dtype(dtype))
-    budget = int(max_cache_gib * 2**30) or None
-    return ChatModel(cfg, params, tok, max_batch=max_batch, max_cache_bytes=budget)
+    return load_chat_model(
+        model,
+        tokenizer,
+        dtype=dtype,
+        max_batch=max_batch,
+        max_cache_bytes=int(max_cache_gib * 2**30) or None,
+    )
 
 
 def conversation(prompt: str, system_prompt: str = "") -> list[dict]:

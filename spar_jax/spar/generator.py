@@ -127,6 +127,50 @@ class ChatModel:
         return out
 
 
+def load_chat_model(
+    model: str,
+    tokenizer: str = "",
+    *,
+    dtype: str = "bfloat16",
+    mesh=None,
+    max_batch: int = 64,
+    max_cache_bytes: int | None = None,
+    prompt_overflow: str = "skip",
+) -> ChatModel:
+    """A `ChatModel` over a Hugging Face checkpoint dir or a native one (`model_config.json`,
+    as the trainers export; name its `tokenizer` then), weights in `dtype`, placed by the
+    "sample" sharding rules on `mesh` when one is given."""
+    import os
+
+    import jax.numpy as jnp
+
+    from spar_jax import models, sharding
+    from spar_jax.models import native
+    from spar_jax.tokenizer import Tokenizer
+
+    dtype = jnp.dtype(dtype)
+
+    def shardings(cfg):
+        return sharding.param_shardings(cfg, mesh, sharding.SAMPLE_RULES)
+
+    if os.path.isfile(os.path.join(model, native.CONFIG_FILE)):
+        cfg = native.load_config(model)
+        cfg, params = native.load_native(model, shardings=shardings(cfg) if mesh else None)
+        if cfg.dtype != dtype:
+            params = jax.tree.map(lambda x: x.astype(dtype), params)
+            cfg = cfg.replace(dtype=dtype.name, param_dtype=dtype.name)
+    else:
+        cfg, params = models.load_hf(model, dtype=dtype, shardings=shardings if mesh else None)
+    return ChatModel(
+        cfg,
+        params,
+        Tokenizer.load(tokenizer or model),
+        max_batch=max_batch,
+        max_cache_bytes=max_cache_bytes,
+        prompt_overflow=prompt_overflow,
+    )
+
+
 def _select_rows(params: SamplingParams, keep: list[int], total: int) -> SamplingParams:
     """`params` with its per-conversation knobs restricted to the rows in `keep`."""
     changes = {}

@@ -59,19 +59,16 @@ def progress_bar(total: int, desc: str, config: Any):
 
 
 def load_chat_model(spec: str, tokenizer_path: str, rnd: Round):
-    """A `ChatModel` for generation: params in `config.dtype`, placed by the sample rules."""
-    import jax
+    """A `ChatModel` for generation: params in `config.dtype`, placed by the sample rules;
+    refused first when the memory planner says generation cannot fit."""
     import jax.numpy as jnp
 
-    from spar_jax import models, sharding
+    from spar_jax import models
     from spar_jax.models import native
-    from spar_jax.spar.generator import ChatModel
-    from spar_jax.tokenizer import Tokenizer
+    from spar_jax.spar import generator
 
     c = rnd.config
-    dtype = jnp.dtype(c.dtype)
-    is_native = os.path.exists(os.path.join(spec, "model_config.json"))
-    if is_native:
+    if os.path.exists(os.path.join(spec, native.CONFIG_FILE)):
         cfg = native.load_config(spec)
     elif os.path.exists(os.path.join(spec, "config.json")):
         with open(os.path.join(spec, "config.json")) as f:
@@ -81,23 +78,12 @@ def load_chat_model(spec: str, tokenizer_path: str, rnd: Round):
             f"model {spec!r} is neither a native checkpoint (model_config.json) nor a Hugging "
             "Face checkpoint dir (config.json); point --config.actor / --config.refiner at one"
         )
-    _check_generation_fits(cfg.replace(dtype=dtype), rnd)
-    mesh = rnd.mesh
-
-    def shardings(cfg):
-        return sharding.param_shardings(cfg, mesh, sharding.SAMPLE_RULES) if mesh else None
-
-    if is_native:
-        cfg, params = native.load_native(spec, shardings=shardings(cfg))
-        if cfg.dtype != dtype:
-            params = jax.tree.map(lambda x: x.astype(dtype), params)
-            cfg = cfg.replace(dtype=dtype)
-    else:
-        cfg, params = models.load_hf(spec, dtype=dtype, shardings=shardings if mesh else None)
-    return ChatModel(
-        cfg,
-        params,
-        Tokenizer.load(tokenizer_path),
+    _check_generation_fits(cfg.replace(dtype=jnp.dtype(c.dtype)), rnd)
+    return generator.load_chat_model(
+        spec,
+        tokenizer_path,
+        dtype=c.dtype,
+        mesh=rnd.mesh,
         max_batch=c.max_batch,
         max_cache_bytes=int(c.max_cache_gib * 2**30) or None,
         prompt_overflow=c.prompt_overflow,
