@@ -180,8 +180,12 @@ def judge_main(config) -> int:
 
     if not config.data:
         raise configs.ConfigError("--config.data is required (see configs/eval_judge.py)")
-    if config.data == "tasks":
-        rows = judge_accuracy.labelled_from_tasks(config.num_rows, config.seed)
+    if config.data == "tasks":  # held-out synthetic-world rows, labelled by the verifiers
+        from spar_jax import tasks
+
+        rows = judge_accuracy.labelled_from_tasks(
+            config.num_rows, tasks.HELD_OUT_SEED + config.seed
+        )
     elif config.data.endswith(".json"):  # an `eval ifeval` metrics file
         with open(config.data, encoding="utf-8") as f:
             rows = judge_accuracy.labelled_from_ifeval(json.load(f))
@@ -205,7 +209,7 @@ def scaling_rows(source: str, limit: int, seed: int) -> tuple[list[dict], object
     if source == "tasks":
         from spar_jax import tasks
 
-        return tasks.make_prompts(limit, seed), scaling.tasks_scorer
+        return tasks.make_prompts(limit, tasks.HELD_OUT_SEED + seed), scaling.tasks_scorer
     if source == "ifeval":
         examples = ifeval.load_inputs()
     else:

@@ -10,9 +10,10 @@ See ``world`` (kinds and prompts), ``constraints`` (the verifiers), ``teacher`` 
 
 from spar_jax.tasks.constraints import upper_ratio
 from spar_jax.tasks.teacher import correct_answer, plant_error, respond, seed_rows
-from spar_jax.tasks.world import KINDS, check, make_prompts, render_prompt, verify
+from spar_jax.tasks.world import HELD_OUT_SEED, KINDS, check, make_prompts, render_prompt, verify
 
 __all__ = [
+    "HELD_OUT_SEED",
     "KINDS",
     "check",
     "correct_answer",

@@ -174,5 +174,7 @@ def write_seed(
     write_init(paths["init"], size=size, seed=seed)
     rows = teacher.seed_rows(world.make_prompts(num_prompts, seed), seed, error_rate=error_rate)
     _write_jsonl(paths["sft"], grouped(rows, batch_size, seed))
-    _write_jsonl(paths["eval_prompts"], world.make_prompts(num_eval, seed=1_000_000 + seed))
+    _write_jsonl(
+        paths["eval_prompts"], world.make_prompts(num_eval, seed=world.HELD_OUT_SEED + seed)
+    )
     return paths

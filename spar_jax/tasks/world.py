@@ -24,6 +24,10 @@ from spar_jax.tasks import constraints as C
 
 KINDS = ("chars", "story", "text")
 
+# Held-out rows (evaluation, probes) are drawn with seeds from here on; training prompts use
+# small seeds, so the two never share a seed.
+HELD_OUT_SEED = 1_000_000
+
 LETTERS = ("a", "b", "c", "d", "e")
 MAX_COUNT = 5
 
