@@ -42,6 +42,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.max_cache_gib = 0.0  # KV-cache budget per sampler call; 0 = no limit
     c.chunk_prompts = 256  # prompts (or trees) per resumable chunk of a stage
     c.prompt_overflow = "skip"  # prompt + max_new_tokens past the context: skip | truncate_left
+    # JAX's persistent compilation cache, a folder (relative paths are inside the workdir): the
+    # trainers' steps compile once for all rounds and a resumed run compiles nothing twice.
+    c.compilation_cache = "xla_cache"  # "" = off
 
     c.actor_sampling = ml_collections.ConfigDict()
     c.actor_sampling.n = 5
@@ -85,6 +88,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.train_refiner = configs.load(os.path.join(HERE, "sft_glm4_9b.py"))
     # Optional evaluation of the starting models and of each round's trained models.
     c.eval = ml_collections.ConfigDict()
+    c.eval.actor_tasks = 0  # synthetic-world prompts (spar_jax.tasks) for the actor; 0 = off
     c.eval.ifeval = False  # the actor's greedy answers to IFEval, official checks
     c.eval.ifeval_input = ""  # "" = the 541 prompts bundled with spar_jax
     c.eval.judge_data = ""  # labelled {"prompt", "response", "label"} JSONL, or "tasks"

@@ -7,7 +7,10 @@ After each round (and once for the starting models, as round 0) the driver calls
 `evaluate(actor, refiner, out_dir)`; its metrics join the round's summary, and the details
 are written under `out_dir`. What runs is set in the run config's `eval` section: IFEval on
 the actor's greedy answers, the refiner's judge accuracy on labelled rows (1 / 3 / 5 votes),
-and inference-time scaling (greedy vs best-of-N vs tree search). The driver lives below this
+inference-time scaling (greedy vs best-of-N vs tree search), and on the synthetic world
+(`spar_jax.tasks`) the actor's rule-verified success on held-out prompts. Synthetic-world
+rows are drawn with `tasks.HELD_OUT_SEED + seed`, never the seed the training prompts use. The
+driver lives below this
 package (spar/ never imports eval/), so the command builds the evaluator and hands it down.
 """
 
@@ -24,7 +27,7 @@ Evaluator = Callable[[str, str, str], dict]
 def evaluator(config: Any) -> Evaluator | None:
     """The evaluation `config.eval` asks for, or None when it asks for none."""
     e = config.get("eval")
-    if e is None or not (e.ifeval or e.judge_data or e.scaling_prompts):
+    if e is None or not (e.ifeval or e.judge_data or e.scaling_prompts or e.get("actor_tasks")):
         return None
     tokenizer = config.tokenizer or config.actor
 
@@ -36,8 +39,11 @@ def evaluator(config: Any) -> Evaluator | None:
     def evaluate(actor: str, refiner: str, out_dir: str) -> dict:
         metrics: dict = {}
         os.makedirs(out_dir, exist_ok=True)
-        actor_chat = load(actor) if (e.ifeval or e.scaling_prompts) else None
+        needs_actor = e.ifeval or e.scaling_prompts or e.get("actor_tasks")
+        actor_chat = load(actor) if needs_actor else None
         refiner_chat = actor_chat if refiner == actor else None
+        if e.get("actor_tasks"):
+            metrics["tasks"] = _actor_tasks(e, actor_chat, out_dir, config.seed)
         if e.ifeval:
             metrics["ifeval"] = _ifeval(e, actor_chat, out_dir)
         if e.judge_data or e.scaling_prompts:
@@ -54,6 +60,33 @@ def evaluator(config: Any) -> Evaluator | None:
 def _write(path: str, data: Any) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1, ensure_ascii=False)
+
+
+def _actor_tasks(e: Any, model, out_dir: str, seed: int) -> dict:
+    """The actor's greedy answers to `e.actor_tasks` held-out world prompts, rule-verified:
+    success overall and per kind, and the upper-case share of the character answers."""
+    from spar_jax import tasks
+    from spar_jax.eval import chat
+
+    rows = tasks.make_prompts(e.actor_tasks, tasks.HELD_OUT_SEED + seed)
+    answers = chat.greedy_answers(
+        model, [r["prompt"] for r in rows], max_new_tokens=e.max_new_tokens
+    )
+    passed = [tasks.check(r, a)[0] for r, a in zip(rows, answers, strict=True)]
+    metrics = {"success": sum(passed) / len(rows)}
+    for kind in tasks.KINDS:
+        flags = [p for r, p in zip(rows, passed, strict=True) if r["task"]["kind"] == kind]
+        if flags:
+            metrics[f"success_{kind}"] = sum(flags) / len(flags)
+    chars = [a for r, a in zip(rows, answers, strict=True) if r["task"]["kind"] == "chars"]
+    if chars:
+        metrics["upper_ratio_chars"] = sum(map(tasks.upper_ratio, chars)) / len(chars)
+    details = [
+        {"prompt_id": r["prompt_id"], "prompt": r["prompt"], "response": a, "passed": p}
+        for r, a, p in zip(rows, answers, passed, strict=True)
+    ]
+    _write(os.path.join(out_dir, "actor_tasks.json"), {"metrics": metrics, "rows": details})
+    return metrics
 
 
 def _ifeval(e: Any, model, out_dir: str) -> dict:
@@ -73,7 +106,9 @@ def _judge(e: Any, model, out_dir: str, seed: int) -> dict:
     from spar_jax.eval import judge_accuracy
 
     if e.judge_data == "tasks":  # the synthetic world, labelled by its verifiers
-        rows = judge_accuracy.labelled_from_tasks(e.limit or 100, seed)
+        from spar_jax import tasks
+
+        rows = judge_accuracy.labelled_from_tasks(e.limit or 100, tasks.HELD_OUT_SEED + seed)
     else:
         rows = judge_accuracy.read_labelled(e.judge_data)[: e.limit or None]
     report = judge_accuracy.judge_accuracy(
@@ -90,7 +125,8 @@ def _scaling(e: Any, actor, refiner, out_dir: str, seed: int) -> dict:
     if e.scaling_prompts == "tasks":
         from spar_jax import tasks
 
-        rows, scorer = tasks.make_prompts(e.limit or 20, seed + 1), scaling.tasks_scorer
+        rows = tasks.make_prompts(e.limit or 20, tasks.HELD_OUT_SEED + seed + 1)
+        scorer = scaling.tasks_scorer
     else:
         rows, _ = records.load_records(e.scaling_prompts)
         rows = rows[: e.limit or None]

@@ -20,12 +20,12 @@ from collections.abc import Callable
 from typing import Any
 
 from spar_jax import errors
-from spar_jax.spar import build, stages
+from spar_jax.spar import build, report, stages
 from spar_jax.spar import stages_io as io
 from spar_jax.spar.judge import Judgment
 
-# Settings that may change between a run and its resume.
-RESUMABLE_KEYS = ("rounds", "progress")
+# Settings that may change between a run and its resume (they change no result).
+RESUMABLE_KEYS = ("rounds", "progress", "compilation_cache")
 
 
 class LazyChatModel:
@@ -47,14 +47,23 @@ class LazyChatModel:
 
 
 def read_prompts(config: Any, workdir: str) -> tuple[list[dict], dict]:
-    """The run's prompts, normalised once into `<workdir>/prompts.jsonl` (ids and skips)."""
+    """The run's prompts, normalised once into `<workdir>/prompts.jsonl` (ids and skips).
+
+    `config.prompts` is a file or hub id, or "tasks": `max_prompts` (default 200) prompts of
+    the synthetic world drawn with the run's seed, each with its spec for a rule judge."""
     path = os.path.join(workdir, "prompts.jsonl")
     info_path = os.path.join(workdir, "prompts_summary.json")
     if os.path.exists(info_path):
         return io.read_jsonl(path), io.read_json(info_path)
     from spar_jax.training import formats, records, skips
 
-    raw, report = records.load_records(config.prompts, strict=False)
+    if config.prompts == "tasks":  # the synthetic world (spar_jax.tasks): verifiable specs
+        from spar_jax import tasks
+
+        raw = tasks.make_prompts(config.max_prompts or 200, config.seed)
+        report = skips.SkipReport(total=len(raw))
+    else:
+        raw, report = records.load_records(config.prompts, strict=False)
     kept: list[dict] = []
     seen: set[str] = set()
     for i, row in enumerate(raw):
@@ -146,10 +155,11 @@ def run(
         summary["prompts_skipped"] = prompt_info["skipped"]
         summaries.append(summary)
         actor, refiner = summary["next_actor"], summary["next_refiner"]
-        log(format_summary(summary))
+        log(report.format_summary(summary))
     io.write_json(os.path.join(workdir, "summary.json"), summaries)
     if io.is_writer():
-        plot_rounds(summaries, os.path.join(workdir, "summary.png"))
+        report.write_report(summaries, os.path.join(workdir, "report.md"))
+        report.plot_rounds(summaries, os.path.join(workdir, "summary.png"))
     return summaries
 
 
@@ -314,55 +324,3 @@ def train_refiner(rnd: stages.Round, built: dict) -> dict:
         built["rft_examples"],
         train_sft,
     )
-
-
-SUMMARY_ROWS = (
-    ("prompts", "prompts"),
-    ("responses", "responses"),
-    ("judged failures", "judged_no"),
-    ("trees searched", "trees"),
-    ("search success rate", "search_success_rate"),
-    ("pairs built", "pairs"),
-    ("RFT examples", "rft_examples"),
-    ("actor DPO loss", "actor_loss"),
-    ("refiner SFT loss", "refiner_loss"),
-)
-
-
-def format_summary(s: dict) -> str:
-    """The round's summary table."""
-    lines = [f"round {s['round']} summary"]
-    for name, key in SUMMARY_ROWS:
-        value = s.get(key)
-        text = f"{value:.3f}" if isinstance(value, float) else str(value)
-        lines.append(f"  {name:<22} {text:>12}")
-    for stage, seconds in s["seconds"].items():
-        compiled = s.get("compiles", {}).get(stage)
-        note = f"  ({compiled} programs compiled)" if compiled else ""
-        lines.append(f"  {'time ' + stage:<22} {seconds:>11.1f}s{note}")
-    return "\n".join(lines)
-
-
-def plot_rounds(summaries: list[dict], path: str) -> None:
-    """Search success rate, pairs and judged failure share across rounds, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rounds = [s["round"] for s in summaries]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-    fail = [s["judged_no"] / max(s["responses_judged"], 1) for s in summaries]
-    panels = (
-        ("search success rate", [s["search_success_rate"] for s in summaries]),
-        ("pairs built", [s["pairs"] for s in summaries]),
-        ("share judged No", fail),
-    )
-    for ax, (title, ys) in zip(axes, panels, strict=True):
-        ax.plot(rounds, ys, marker="o")
-        ax.set_title(title)
-        ax.set_xlabel("round")
-        ax.set_xticks(rounds)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
