@@ -40,6 +40,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.mesh = (1, -1, 1)  # (data, fsdp, tensor); generation shards by the "sample" rules
     c.max_batch = 256  # decode rows at once
     c.max_cache_gib = 0.0  # KV-cache budget per sampler call; 0 = no limit
+    c.fixed_slots = False  # True: every sampler call decodes max_batch slots (fewer programs)
+    c.min_prefix = 16  # shortest shared prompt head reused from another slot's KV cache
     c.chunk_prompts = 256  # prompts (or trees) per resumable chunk of a stage
     c.prompt_overflow = "skip"  # prompt + max_new_tokens past the context: skip | truncate_left
     # JAX's persistent compilation cache, a folder (relative paths are inside the workdir): the

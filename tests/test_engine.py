@@ -94,6 +94,12 @@ def test_outputs_do_not_depend_on_batch_composition(llama):
     wide = sampling.generate(cfg, params, prompts, sp, rng=keys[0], n=2, max_batch=16)
     narrow = sampling.generate(cfg, params, prompts, sp, rng=keys[0], n=2, max_batch=2)
     assert wide.tokens == narrow.tokens and narrow.stats.decode_rows == 2
+    # Nor do the knobs that trade idle slots and recomputed heads for fewer programs.
+    fixed = sampling.generate(
+        cfg, params, prompts, sp, rng=keys[0], n=2, max_batch=32, fixed_slots=True,
+        min_prefix=1 << 30,
+    )  # fmt: skip
+    assert fixed.tokens == wide.tokens and fixed.stats.decode_rows == 32
 
 
 def test_compilations_stay_bounded_over_a_long_ragged_run(llama):

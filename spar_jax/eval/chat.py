@@ -24,9 +24,11 @@ def load_chat(
     dtype: str = "bfloat16",
     max_batch: int = 64,
     max_cache_gib: float = 0.0,
+    **sampler,
 ):
     """A `spar.generator.ChatModel` over `model`: a Hugging Face checkpoint directory or a
-    native one (`model_config.json`, as the trainers export; name its `tokenizer` then)."""
+    native one (`model_config.json`, as the trainers export; name its `tokenizer` then).
+    `sampler`: `fixed_slots` / `min_prefix` (see `sampling.generate`)."""
     from spar_jax.spar.generator import load_chat_model
 
     return load_chat_model(
@@ -35,6 +37,7 @@ def load_chat(
         dtype=dtype,
         max_batch=max_batch,
         max_cache_bytes=int(max_cache_gib * 2**30) or None,
+        **sampler,
     )
 
 

@@ -34,7 +34,14 @@ def evaluator(config: Any) -> Evaluator | None:
     def load(path: str):
         from spar_jax.eval import chat
 
-        return chat.load_chat(path, tokenizer, dtype=config.dtype, max_batch=config.max_batch)
+        return chat.load_chat(
+            path,
+            tokenizer,
+            dtype=config.dtype,
+            max_batch=config.max_batch,
+            fixed_slots=config.get("fixed_slots", False),
+            min_prefix=config.get("min_prefix", 16),
+        )
 
     def evaluate(actor: str, refiner: str, out_dir: str) -> dict:
         metrics: dict = {}

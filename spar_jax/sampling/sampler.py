@@ -80,6 +80,8 @@ def generate(
     max_batch: int = 64,
     max_cache_bytes: int | None = None,
     min_length_bucket: int = 16,
+    fixed_slots: bool = False,
+    min_prefix: int = 16,
     progress: Callable[[int], None] | None = None,
 ) -> SampleResult:
     """Samples n completions for each prompt.
@@ -97,6 +99,13 @@ def generate(
       max_cache_bytes: budget for the slots' KV cache; a request over it raises
         CacheBudgetError before anything is allocated.
       min_length_bucket: the smallest length bucket.
+      fixed_slots: always decode `max_batch` slots, however few requests there are. Every
+        call then runs the same slot count, so a run of many small calls (tree-search levels)
+        compiles fewer programs; the price is idle slots in small calls. Off by default: on
+        an accelerator the idle slots cost more than a compile.
+      min_prefix: the shortest shared prompt head copied from another slot's cache instead
+        of recomputed (a huge value turns the reuse off, and with it the prefill programs
+        that start mid-prompt).
       progress: called with 1 each time all n samples of a prompt have finished.
     Returns:
       SampleResult with P * n rows in prompt-major order; `logprobs` are
@@ -123,7 +132,7 @@ def generate(
     check_context(cfg, lengths, knobs["max_new_tokens"].tolist())
 
     total = len(prompts) * n
-    slots = batch_bucket(total, max_batch)
+    slots = max_batch if fixed_slots else batch_bucket(total, max_batch)
     need = max(
         length + int(new) for length, new in zip(lengths, knobs["max_new_tokens"], strict=True)
     )
@@ -137,6 +146,7 @@ def generate(
         max_length=length,
         num_stop_ids=max(4, batch_bucket(len(stop), 1 << 30)),
         min_bucket=min_length_bucket,
+        min_prefix=min_prefix,
     )
     keys = sample_keys(rng, np.arange(total))  # [P * n, 2]
     # Longest prompts first: prefill batches of similar lengths, long requests start early.

@@ -71,6 +71,8 @@ class ChatModel:
         max_batch: int = 64,
         max_cache_bytes: int | None = None,
         prompt_overflow: str = "skip",
+        fixed_slots: bool = False,
+        min_prefix: int = 16,
     ):
         if prompt_overflow not in context.POLICIES:
             raise context.ContextError(
@@ -79,6 +81,8 @@ class ChatModel:
         self.cfg, self.params, self.tokenizer = cfg, params, tokenizer
         self.max_batch, self.max_cache_bytes = max_batch, max_cache_bytes
         self.prompt_overflow = prompt_overflow
+        # Sampler knobs that trade idle work for fewer compiled programs (sampling.generate).
+        self.fixed_slots, self.min_prefix = fixed_slots, min_prefix
         self.stats: collections.Counter = collections.Counter()
         self.last_skipped: list[int] = []
 
@@ -119,6 +123,8 @@ class ChatModel:
             n=n,
             max_batch=max(self.max_batch, n),
             max_cache_bytes=self.max_cache_bytes,
+            fixed_slots=self.fixed_slots,
+            min_prefix=self.min_prefix,
         )
         for r, i in enumerate(keep):
             out[i] = [self.tokenizer.decode(t, skip_special_tokens=True) for t in result.samples(r)]
@@ -136,6 +142,8 @@ def load_chat_model(
     max_batch: int = 64,
     max_cache_bytes: int | None = None,
     prompt_overflow: str = "skip",
+    fixed_slots: bool = False,
+    min_prefix: int = 16,
 ) -> ChatModel:
     """A `ChatModel` over a Hugging Face checkpoint dir or a native one (`model_config.json`,
     as the trainers export; name its `tokenizer` then), weights in `dtype`, placed by the
@@ -168,6 +176,8 @@ def load_chat_model(
         max_batch=max_batch,
         max_cache_bytes=max_cache_bytes,
         prompt_overflow=prompt_overflow,
+        fixed_slots=fixed_slots,
+        min_prefix=min_prefix,
     )
 
 

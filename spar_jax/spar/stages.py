@@ -87,6 +87,8 @@ def load_chat_model(spec: str, tokenizer_path: str, rnd: Round):
         max_batch=c.max_batch,
         max_cache_bytes=int(c.max_cache_gib * 2**30) or None,
         prompt_overflow=c.prompt_overflow,
+        fixed_slots=c.get("fixed_slots", False),
+        min_prefix=c.get("min_prefix", 16),
     )
 
 
