@@ -55,12 +55,15 @@ COMMANDS: dict[str, Command] = {
         "spar_jax.cli.selfplay:main", "SPaR self-play rounds: sample, judge, refine, train"
     ),
     "eval": Command("spar_jax.cli.eval:main", "IFEval, inference-time scaling and judge accuracy"),
+    "interference": Command(
+        "spar_jax.cli.interference:main", "DPO on sampled vs refined pairs (paper's Figure 4)"
+    ),
 }
 
 
 def usage() -> str:
     lines = ["usage: python -m spar_jax <command> [args]", "", "commands:"]
-    lines += [f"  {name:<10} {c.help}" for name, c in COMMANDS.items()]
+    lines += [f"  {name:<12} {c.help}" for name, c in COMMANDS.items()]
     lines.append("\n`python -m spar_jax <command> --help` for a command's arguments.")
     return "\n".join(lines)
 

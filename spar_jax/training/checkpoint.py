@@ -90,6 +90,15 @@ class Checkpointer:
         )
         return restored["state"].replace(ref_params=target.ref_params)
 
+    def restore_params(self, step: int) -> Any:
+        """The params saved at ``step``, as single-device arrays, without rebuilding a state:
+        for reading a run's intermediate models (evaluation over training steps)."""
+        ocp = self._ocp
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+        )
+        return restored["state"]["params"]
+
     def delete_all(self) -> None:
         """Deletes every checkpoint in the directory (a run that starts over)."""
         for step in self.all_steps():
