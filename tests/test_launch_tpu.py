@@ -188,7 +188,7 @@ def test_run_ships_git_files_detaches_and_matches_dry_run(world):
     names = tarfile.open(archive).getnames()
     assert {"spar_jax/__init__.py", "launch/tpu_pod.sh", "notes.md"} <= set(names)
     assert not {n.split("/")[0] for n in names} & {"venv", ".venv-test", "venv2", "env", "runs"}
-    assert archive.stat().st_size < 2 << 20
+    assert archive.stat().st_size < 8 << 20  # the sources and the demo's 3.9 MB seed model
     shipped = world.home / "spar_jax"
     assert (shipped / "spar_jax/__init__.py").is_file()
     assert (shipped / "launch/tpu_pod.sh").is_file() and (shipped / "notes.md").is_file()
