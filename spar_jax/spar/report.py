@@ -63,6 +63,17 @@ def eval_metrics(metrics: dict | None) -> dict[str, float]:
     return out
 
 
+def _evaluations(summaries: list[dict]) -> tuple[list[int], list[dict[str, float]]]:
+    """(rounds, headline metrics) of every evaluation: round 0 (the starting models) when
+    they were evaluated, then each round's trained models."""
+    start = summaries[0].get("eval_start") if summaries else None
+    rounds = [s["round"] for s in summaries]
+    evals = [eval_metrics(s.get("eval")) for s in summaries]
+    if start:
+        return [0, *rounds], [eval_metrics(start), *evals]
+    return rounds, evals
+
+
 # Report columns from the round summaries: (header, value of a summary or None for round 0).
 _ROUND_COLUMNS: tuple[tuple[str, Callable[[dict], object]], ...] = (
     ("responses", lambda s: s["responses"]),
@@ -79,15 +90,14 @@ _ROUND_COLUMNS: tuple[tuple[str, Callable[[dict], object]], ...] = (
 
 def report_table(summaries: list[dict]) -> list[list[str]]:
     """Header and one row per round; round 0 (the starting models) when they were evaluated."""
-    start = summaries[0].get("eval_start") if summaries else None
-    evals = [eval_metrics(start)] + [eval_metrics(s.get("eval")) for s in summaries]
+    rounds, evals = _evaluations(summaries)
     names = list(dict.fromkeys(k for e in evals for k in e))
     header = ["round", *names, *(h for h, _ in _ROUND_COLUMNS)]
     rows = []
-    if start:
+    if rounds and rounds[0] == 0:  # the starting models were evaluated
         rows.append(["0 (start)", *(_text(evals[0].get(n)) for n in names)])
         rows[-1] += ["-"] * len(_ROUND_COLUMNS)
-    for s, e in zip(summaries, evals[1:], strict=True):
+    for s, e in zip(summaries, evals[len(evals) - len(summaries) :], strict=True):
         rows.append(
             [str(s["round"]), *(_text(e.get(n)) for n in names)]
             + [_text(get(s)) for _, get in _ROUND_COLUMNS]
@@ -134,11 +144,7 @@ def plot_rounds(summaries: list[dict], path: str) -> None:
             [s["judged_no"] / max(s["responses_judged"], 1) for s in summaries],
         ),
     ]
-    start = summaries[0].get("eval_start") if summaries else None
-    evals = ([eval_metrics(start)] if start else []) + [
-        eval_metrics(s.get("eval")) for s in summaries
-    ]
-    xs = ([0] if start else []) + rounds
+    xs, evals = _evaluations(summaries)
     for name in dict.fromkeys(k for e in evals for k in e):
         points = [(x, e[name]) for x, e in zip(xs, evals, strict=True) if name in e]
         panels.append((name, [x for x, _ in points], [y for _, y in points]))
