@@ -23,5 +23,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.max_new_tokens = 1280  # greedy decoding, as in the SPaR paper's IFEval runs
     c.max_batch = 64  # decode rows per compiled batch
     c.max_cache_gib = 0.0  # KV-cache budget per batch in GiB; 0 = no limit
+    # Sampler programs (see sampling.generate): a CPU run of many small calls compiles
+    # fewer programs with fixed_slots=True and min_prefix=1 << 30; accelerators keep these.
+    c.fixed_slots = False
+    c.min_prefix = 16
     c.output_dir = "runs/eval_ifeval"  # responses.jsonl and metrics.json go here
     return c

@@ -27,5 +27,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.max_batch = 64
     c.max_cache_gib = 0.0
+    # Sampler programs (see sampling.generate): a CPU run of many small calls compiles
+    # fewer programs with fixed_slots=True and min_prefix=1 << 30; accelerators keep these.
+    c.fixed_slots = False
+    c.min_prefix = 16
     c.output = ""  # JSON report written here when set
     return c

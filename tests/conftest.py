@@ -3,13 +3,11 @@ import os
 import shutil
 import tempfile
 
-# Eight fake CPU devices for the sharding tests; everything else runs on device 0.
-# Tests are dominated by compiling tiny programs: XLA's backend optimisation level 0
-# compiles about 3x faster (the programs run slower, which tiny models do not notice).
-# Must be set before JAX initialises its backend.
-os.environ.setdefault(
-    "XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
-)
+from tests.xla import FAST_COMPILE
+
+# Eight fake CPU devices for the sharding tests; everything else runs on device 0. Flags that
+# compile faster (tests/xla.py). Must be set before JAX initialises its backend.
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {FAST_COMPILE}")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import jax

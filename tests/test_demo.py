@@ -16,6 +16,7 @@ from spar_jax import tasks
 from spar_jax.spar import report
 from spar_jax.spar.generator import ScriptedChat
 from spar_jax.tasks import interference
+from tests.xla import FAST_COMPILE
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -152,7 +153,7 @@ def test_demo_command_one_short_round(tmp_path):
     are written and named at the end; the starting and trained models are evaluated."""
     workdir = tmp_path / "demo"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
+    env["XLA_FLAGS"] = FAST_COMPILE
     cmd = [sys.executable, "-m", "spar_jax", "selfplay", "--config", "configs/demo.py"]
     cmd += ["--workdir", str(workdir), "--config.rounds=1", "--config.max_prompts=6"]
     cmd += ["--config.progress=False", "--config.eval.actor_tasks=6", "--config.eval.limit=4"]

@@ -95,6 +95,7 @@ def test_scaling_command_on_the_demo_model(tmp_path, capsys):
         "--config.limit=3", "--config.budgets=(2,3)", "--config.max_new_tokens=32",
         "--config.n_votes=2", "--config.judge_max_new_tokens=72",
         "--config.refine_max_new_tokens=96", "--config.max_batch=8",
+        "--config.fixed_slots=True", f"--config.min_prefix={1 << 30}",  # fewer programs
         f"--config.output_dir={out}",
     ]  # fmt: skip
     assert cli.main(argv) == 0

@@ -14,6 +14,8 @@ import sys
 
 import numpy as np
 
+from tests.xla import FAST_COMPILE
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "configs", "dpo_demo.py")
 
@@ -57,7 +59,7 @@ def test_two_processes_of_the_command_join_write_once_and_match(tmp_path):
             base,
             PYTHONPATH=ROOT,
             JAX_PLATFORMS="cpu",
-            XLA_FLAGS="--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0",
+            XLA_FLAGS=f"--xla_force_host_platform_device_count=2 {FAST_COMPILE}",
             SPAR_COORDINATOR=f"127.0.0.1:{port}",
             SPAR_NUM_PROCESSES="2",
             SPAR_PROCESS_ID=str(i),

@@ -14,6 +14,7 @@ import pytest
 
 from spar_jax.spar import stages_io
 from tests import selfplay_fixtures as fx
+from tests.xla import FAST_COMPILE
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -87,7 +88,7 @@ def _command(config: str, workdir: Path, *extra: str) -> list[str]:
 
 def _env() -> dict:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"  # one CPU device, as a user has
+    env["XLA_FLAGS"] = FAST_COMPILE  # one CPU device, as a user has
     env["PYTHONPATH"] = str(REPO)
     return env
 

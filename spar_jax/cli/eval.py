@@ -119,13 +119,7 @@ def generate_and_score(config) -> int:
     examples = ifeval.load_inputs(config.input or None)
     if config.limit:
         examples = examples[: config.limit]
-    model = chat.load_chat(
-        config.model,
-        config.tokenizer,
-        dtype=config.dtype,
-        max_batch=config.max_batch,
-        max_cache_gib=config.max_cache_gib,
-    )
+    model = _load_chat(config, config.model)
     start = time.perf_counter()
     answers = chat.greedy_answers(
         model,
@@ -169,7 +163,8 @@ def _load_chat(config, model: str):
 
     return chat.load_chat(
         model, config.tokenizer, dtype=config.dtype, max_batch=config.max_batch,
-        max_cache_gib=config.max_cache_gib,
+        max_cache_gib=config.max_cache_gib, fixed_slots=config.fixed_slots,
+        min_prefix=config.min_prefix,
     )  # fmt: skip
 
 
