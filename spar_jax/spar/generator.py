@@ -58,7 +58,8 @@ class ChatModel:
     One `generate` call is one `sampling.generate` call over every conversation
     (which chunks them by `max_batch` rows); the n samples of a conversation share
     its prefill. The tokenizer's stop tokens are used when `sampling_params` names none.
-    `stats` counts calls, conversations, samples, generated tokens and skips;
+    `stats` counts calls, conversations, samples, generated tokens, prompt tokens computed
+    (`prefill_tokens`) and copied from a shared head (`prefix_tokens_reused`), and skips;
     `last_skipped` lists the conversations the last call skipped (indices).
     """
 
@@ -130,6 +131,8 @@ class ChatModel:
             out[i] = [self.tokenizer.decode(t, skip_special_tokens=True) for t in result.samples(r)]
         self.stats["samples"] += len(keep) * n
         self.stats["generated_tokens"] += result.stats.generated_tokens
+        self.stats["prefill_tokens"] += result.stats.prefill_tokens
+        self.stats["prefix_tokens_reused"] += result.stats.prefix_tokens_reused
         return out
 
 
