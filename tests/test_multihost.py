@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests.xla import FAST_COMPILE
 
@@ -44,13 +45,9 @@ def _args(out_dir: str, toy_dir: str, mesh: str) -> list[str]:
     ]
 
 
-def test_two_processes_of_the_command_join_write_once_and_match(tmp_path):
-    from spar_jax.cli import main
-    from spar_jax.training import toy
-
-    toy_dir = str(tmp_path / "toy")
-    toy.write_demo(toy_dir)  # written once, read by every process
-    run = str(tmp_path / "run")
+def _two_processes(args: list[str]) -> list[str]:
+    """Runs `python -m spar_jax *args` as 2 processes of 2 CPU devices each, joined through
+    only the variables the launchers set; returns their logs after both exit 0."""
     port = _free_port()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SPAR_", "XLA_", "JAX_"))}
     procs = []
@@ -64,7 +61,7 @@ def test_two_processes_of_the_command_join_write_once_and_match(tmp_path):
             SPAR_NUM_PROCESSES="2",
             SPAR_PROCESS_ID=str(i),
         )
-        cmd = [sys.executable, "-m", "spar_jax", *_args(run, toy_dir, "(2,2,1)")]
+        cmd = [sys.executable, "-m", "spar_jax", *args]
         procs.append(
             subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -79,7 +76,26 @@ def test_two_processes_of_the_command_join_write_once_and_match(tmp_path):
             p.kill()
     for p, log in zip(procs, logs, strict=True):
         assert p.returncode == 0, log[-3000:]
+    return logs
 
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The toy world and a two-process train-dpo run on a (2, 2, 1) mesh: (toy_dir, run)."""
+    from spar_jax.training import toy
+
+    root = tmp_path_factory.mktemp("multihost")
+    toy_dir = str(root / "toy")
+    toy.write_demo(toy_dir)  # written once, read by every process
+    run = str(root / "run")
+    _two_processes(_args(run, toy_dir, "(2,2,1)"))
+    return toy_dir, run
+
+
+def test_two_processes_of_the_command_join_write_once_and_match(trained, tmp_path):
+    from spar_jax.cli import main
+
+    toy_dir, run = trained
     assert sorted(f for f in os.listdir(run) if "metrics" in f) == ["metrics.jsonl"]
     with open(os.path.join(run, "metrics.jsonl")) as f:
         steps = [json.loads(line) for line in f]
@@ -92,3 +108,21 @@ def test_two_processes_of_the_command_join_write_once_and_match(tmp_path):
     with open(os.path.join(single, "metrics.jsonl")) as f:
         want = [json.loads(line)["loss"] for line in f]
     np.testing.assert_allclose([s["loss"] for s in steps], want, rtol=1e-4)
+
+
+def test_two_processes_evaluate_a_native_checkpoint(trained, tmp_path):
+    """`eval judge` as two processes on the checkpoint the trainer exported: each process
+    loads the weights onto its own devices, and one writes the report."""
+    toy_dir, run = trained
+    out = tmp_path / "judge.json"
+    logs = _two_processes([
+        "eval", "judge", "--config", os.path.join(ROOT, "configs", "eval_judge.py"),
+        f"--config.model={run}/final_native", f"--config.tokenizer={toy_dir}/tokenizer",
+        "--config.data=tasks", "--config.num_rows=4", "--config.votes=(1,)",
+        "--config.max_new_tokens=8", "--config.dtype=float32", "--config.max_batch=4",
+        f"--config.output={out}",
+    ])  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["num_rows"] == len(report["rows"]) == 4
+    assert 0.0 <= report["votes_1"]["accuracy"] <= 1.0
+    assert [log.count(f"wrote {out}") for log in logs] == [1, 0]

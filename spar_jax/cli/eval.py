@@ -191,7 +191,9 @@ def judge_main(config) -> int:
         temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens,
     )  # fmt: skip
     print(judge_accuracy.format_report(report))
-    if config.output:
+    import jax
+
+    if config.output and jax.process_index() == 0:  # every process judges; one writes
         _write_json(config.output, report)
         print(f"wrote {config.output}")
     return 0

@@ -24,10 +24,12 @@ def load_chat(
     dtype: str = "bfloat16",
     max_batch: int = 64,
     max_cache_gib: float = 0.0,
+    mesh=None,
     **sampler,
 ):
     """A `spar.generator.ChatModel` over `model`: a Hugging Face checkpoint directory or a
-    native one (`model_config.json`, as the trainers export; name its `tokenizer` then).
+    native one (`model_config.json`, as the trainers export; name its `tokenizer` then),
+    placed by the sampling rules on `mesh` when one is given.
     `sampler`: `fixed_slots` / `min_prefix` (see `sampling.generate`)."""
     from spar_jax.spar.generator import load_chat_model
 
@@ -35,6 +37,7 @@ def load_chat(
         model,
         tokenizer,
         dtype=dtype,
+        mesh=mesh,
         max_batch=max_batch,
         max_cache_bytes=int(max_cache_gib * 2**30) or None,
         **sampler,

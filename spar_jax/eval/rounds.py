@@ -32,13 +32,17 @@ def evaluator(config: Any) -> Evaluator | None:
     tokenizer = config.tokenizer or config.actor
 
     def load(path: str):
+        from spar_jax import sharding
         from spar_jax.eval import chat
 
+        # Placed like the generation stages' models: on the run's mesh, which spans every
+        # process of a multi-host run (without it, process 0's device would hold them).
         return chat.load_chat(
             path,
             tokenizer,
             dtype=config.dtype,
             max_batch=config.max_batch,
+            mesh=sharding.make_mesh(tuple(config.mesh)) if "mesh" in config else None,
             fixed_slots=config.get("fixed_slots", False),
             min_prefix=config.get("min_prefix", 16),
         )
@@ -65,8 +69,11 @@ def evaluator(config: Any) -> Evaluator | None:
 
 
 def _write(path: str, data: Any) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, ensure_ascii=False)
+    from spar_jax.spar import stages_io
+
+    if stages_io.is_writer():  # every process computes the same metrics; process 0 writes
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, ensure_ascii=False)
 
 
 def _actor_tasks(e: Any, model, out_dir: str, seed: int) -> dict:

@@ -50,8 +50,8 @@ def load_native(path: str, shardings: Any = None) -> tuple[ModelConfig, Any]:
     path = os.path.abspath(path)
     cfg = load_config(path)
     target = param_shapes(cfg)
-    if shardings is None:
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    if shardings is None:  # this process's first device (a multi-host run: every process)
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         shardings = jax.tree.map(lambda _: device, target)
     target = jax.tree.map(
         lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), target, shardings
