@@ -290,14 +290,12 @@ def decode(
         return (n < max_steps) & ~jnp.all(s.done) & (jnp.sum(s.done) < free_target) & fits
 
     def body(carry):
-        s, n = carry
+        s, n = carry  # s holds the first `view` cache positions only
         s, tok = _draw(s)
         pos = s.lengths[:, None]  # [B, 1]
         x = jnp.take(top["embedding"], tok[:, None], axis=0).astype(dt)  # [B, 1, D]
         allowed = (jnp.ones((B, 1, 1), bool), (window[None] < pos)[:, None])  # [B,1,1], [B,1,view]
-        k_views = [k[:, :view] for k in s.k]
-        v_views = [v[:, :view] for v in s.v]
-        hidden, new = _layers(cfg, layers, x, pos, allowed, k_views, v_views)
+        hidden, new = _layers(cfg, layers, x, pos, allowed, s.k, s.v)
         at = jnp.where(s.done, S, s.lengths)  # finished slots write nowhere (out of range)
         k_out = tuple(
             _constrain(k.at[rows, at].set(kn[:, 0].astype(k.dtype), mode="drop"))
@@ -312,4 +310,17 @@ def decode(
         )
         return s, n + 1
 
-    return jax.lax.while_loop(cond, body, (state, jnp.zeros((), jnp.int32)))
+    # The loop carries the cache's first `view` positions (`cond` stops before a slot
+    # outgrows them) and writes them back once: slicing the view inside the loop made XLA
+    # copy it every step.
+    views = state.replace(
+        k=tuple(k[:, :view] for k in state.k), v=tuple(v[:, :view] for v in state.v)
+    )
+    out, steps = jax.lax.while_loop(cond, body, (views, jnp.zeros((), jnp.int32)))
+    k = tuple(
+        _constrain(full.at[:, :view].set(kv)) for full, kv in zip(state.k, out.k, strict=True)
+    )
+    v = tuple(
+        _constrain(full.at[:, :view].set(kv)) for full, kv in zip(state.v, out.v, strict=True)
+    )
+    return out.replace(k=k, v=v), steps
