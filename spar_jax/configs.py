@@ -88,6 +88,22 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     return rest, overrides
 
 
+def with_workdir(
+    argv: list[str], prog: str, doc: str, example: str, workdir_help: str
+) -> tuple[ml_collections.ConfigDict, str]:
+    """(config, workdir) of a command taking `--config PATH --workdir DIR [--config.k=v ...]`;
+    argparse prints `doc` for --help and names `example` for --config."""
+    import argparse
+
+    rest, overrides = split_argv(argv)
+    parser = argparse.ArgumentParser(prog=prog, description=doc)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--config", required=True, help=example)
+    parser.add_argument("--workdir", required=True, help=workdir_help)
+    args = parser.parse_args(rest)
+    return load(args.config, overrides), args.workdir
+
+
 def from_argv(argv: list[str], example: str) -> ml_collections.ConfigDict:
     """The config named by `--config PATH` (or `--config=PATH`) with the `--config.k=v`
     overrides in `argv` applied; `example` is the file to suggest when it is missing."""

@@ -9,24 +9,20 @@ DIR/results.json; rerunning the same command reuses the finished stages.
 
 from __future__ import annotations
 
-import argparse
 import os
 
 
 def main(argv: list[str]) -> int:
     from spar_jax import configs
 
-    rest, overrides = configs.split_argv(argv)
-    parser = argparse.ArgumentParser(prog="python -m spar_jax interference", description=__doc__)
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--config", required=True, help="configs/demo_interference.py")
-    parser.add_argument("--workdir", required=True, help="where the experiment writes")
-    args = parser.parse_args(rest)
-    config = configs.load(args.config, overrides)
+    config, workdir = configs.with_workdir(
+        argv, "python -m spar_jax interference", __doc__, "configs/demo_interference.py",
+        "where the experiment writes",
+    )  # fmt: skip
 
     from spar_jax.tasks import interference
 
-    results = interference.run(config, args.workdir)
+    results = interference.run(config, workdir)
     for arm, r in results["arms"].items():
         first, last = r["curve"][0], r["curve"][-1]
         print(
@@ -34,6 +30,6 @@ def main(argv: list[str]) -> int:
             f"share {first['upper_ratio']:.3f} -> {last['upper_ratio']:.3f} "
             f"over {last['step']} steps"
         )
-    print(f"report: {os.path.join(args.workdir, 'report.md')}")
-    print(f"plot:   {os.path.join(args.workdir, 'interference.png')}")
+    print(f"report: {os.path.join(workdir, 'report.md')}")
+    print(f"plot:   {os.path.join(workdir, 'interference.png')}")
     return 0

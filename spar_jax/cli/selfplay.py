@@ -13,35 +13,31 @@ evaluated (IFEval, judge accuracy, inference-time scaling) and the metrics join 
 
 from __future__ import annotations
 
-import argparse
 import os
 
 
 def main(argv: list[str]) -> int:
     from spar_jax import configs
 
-    rest, overrides = configs.split_argv(argv)
-    parser = argparse.ArgumentParser(prog="python -m spar_jax selfplay", description=__doc__)
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--config", required=True, help="configs/<name>.py")
-    parser.add_argument("--workdir", required=True, help="where the rounds write (resumable)")
-    args = parser.parse_args(rest)
-    config = configs.load(args.config, overrides)
+    config, workdir = configs.with_workdir(
+        argv, "python -m spar_jax selfplay", __doc__, "configs/<name>.py",
+        "where the rounds write (resumable)",
+    )  # fmt: skip
 
     from spar_jax.eval import rounds as eval_rounds
     from spar_jax.spar import rounds
 
     if config.get("compilation_cache"):
-        use_compilation_cache(os.path.join(args.workdir, config.compilation_cache))
+        use_compilation_cache(os.path.join(workdir, config.compilation_cache))
 
-    summaries = rounds.run(config, args.workdir, evaluate=eval_rounds.evaluator(config))
+    summaries = rounds.run(config, workdir, evaluate=eval_rounds.evaluator(config))
     last = summaries[-1] if summaries else {}
     print(
-        f"selfplay: {len(summaries)} rounds in {args.workdir}; final actor "
+        f"selfplay: {len(summaries)} rounds in {workdir}; final actor "
         f"{last.get('next_actor')}, refiner {last.get('next_refiner')}"
     )
-    print(f"report: {os.path.join(args.workdir, 'report.md')}")
-    print(f"plot:   {os.path.join(args.workdir, 'summary.png')}")
+    print(f"report: {os.path.join(workdir, 'report.md')}")
+    print(f"plot:   {os.path.join(workdir, 'summary.png')}")
     return 0
 
 

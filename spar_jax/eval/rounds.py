@@ -31,34 +31,36 @@ def evaluator(config: Any) -> Evaluator | None:
         return None
     tokenizer = config.tokenizer or config.actor
 
-    def load(path: str):
-        from spar_jax import sharding
+    def load(path: str, mesh):
         from spar_jax.eval import chat
 
-        # Placed like the generation stages' models: on the run's mesh, which spans every
-        # process of a multi-host run (without it, process 0's device would hold them).
         return chat.load_chat(
             path,
             tokenizer,
             dtype=config.dtype,
             max_batch=config.max_batch,
-            mesh=sharding.make_mesh(tuple(config.mesh)) if "mesh" in config else None,
+            mesh=mesh,
             fixed_slots=config.get("fixed_slots", False),
             min_prefix=config.get("min_prefix", 16),
         )
 
     def evaluate(actor: str, refiner: str, out_dir: str) -> dict:
+        from spar_jax import sharding
+
+        # Models placed like the generation stages' models: on the run's mesh, which spans
+        # every process of a multi-host run (without it, process 0's device would hold them).
+        mesh = sharding.make_mesh(tuple(config.mesh)) if "mesh" in config else None
         metrics: dict = {}
         os.makedirs(out_dir, exist_ok=True)
         needs_actor = e.ifeval or e.scaling_prompts or e.get("actor_tasks")
-        actor_chat = load(actor) if needs_actor else None
+        actor_chat = load(actor, mesh) if needs_actor else None
         refiner_chat = actor_chat if refiner == actor else None
         if e.get("actor_tasks"):
             metrics["tasks"] = _actor_tasks(e, actor_chat, out_dir, config.seed)
         if e.ifeval:
             metrics["ifeval"] = _ifeval(e, actor_chat, out_dir)
         if e.judge_data or e.scaling_prompts:
-            refiner_chat = refiner_chat or load(refiner)
+            refiner_chat = refiner_chat or load(refiner, mesh)
         if e.judge_data:
             metrics["judge"] = _judge(e, refiner_chat, out_dir, config.seed)
         if e.scaling_prompts:

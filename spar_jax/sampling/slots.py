@@ -317,10 +317,8 @@ def decode(
         k=tuple(k[:, :view] for k in state.k), v=tuple(v[:, :view] for v in state.v)
     )
     out, steps = jax.lax.while_loop(cond, body, (views, jnp.zeros((), jnp.int32)))
-    k = tuple(
-        _constrain(full.at[:, :view].set(kv)) for full, kv in zip(state.k, out.k, strict=True)
-    )
-    v = tuple(
-        _constrain(full.at[:, :view].set(kv)) for full, kv in zip(state.v, out.v, strict=True)
-    )
-    return out.replace(k=k, v=v), steps
+
+    def put_back(full, part):
+        return tuple(_constrain(f.at[:, :view].set(p)) for f, p in zip(full, part, strict=True))
+
+    return out.replace(k=put_back(state.k, out.k), v=put_back(state.v, out.v)), steps
