@@ -52,7 +52,9 @@ def frequent_stop(rows) -> int:
     return max((c, t) for t, c in counts.items() if c < len(rows))[1]
 
 
-def test_greedy_matches_transformers_with_more_requests_than_slots(model):
+# The decode loop's cache layout: heads-major is the CPU default, slot-major the accelerators'.
+@pytest.mark.parametrize("heads_major", [True, False], ids=["heads-major", "slot-major"])
+def test_greedy_matches_transformers_with_more_requests_than_slots(model, heads_major):
     hf, cfg, params = model
     prompts = ragged_prompts(cfg.vocab_size, 10, seed=1)
     free = sampling.generate(cfg, params, prompts, sampling.SamplingParams(max_new_tokens=NEW))
@@ -60,7 +62,7 @@ def test_greedy_matches_transformers_with_more_requests_than_slots(model):
     want = hf_greedy(hf, prompts, eos)
     unused = min(set(range(cfg.vocab_size)) - {t for row in free.tokens for t in row})
     sp = sampling.SamplingParams(max_new_tokens=NEW, stop_token_ids=(unused, eos))
-    engine = sampling.Engine(cfg, params, slots=4, max_length=48)
+    engine = sampling.Engine(cfg, params, slots=4, max_length=48, heads_major=heads_major)
     got = run(engine, [(p, sp, None, 1) for p in prompts])
     lengths = [len(t) for t, _ in want]
     assert min(lengths) < NEW and max(lengths) == NEW, "rows must end at different steps"

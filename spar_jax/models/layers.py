@@ -115,9 +115,16 @@ def _join_projections(x: jax.Array) -> bool:
 
 
 class Attention(nn.Module):
-    """Grouped-query attention by grouped einsum; K/V are never repeated."""
+    """Grouped-query attention by grouped einsum; K/V are never repeated.
+
+    `heads_major_cache` (decode with `write_at` only): the cache comes as keys [B, K, H, S]
+    and values [B, K, S, H] instead of [B, S, K, H] each, so neither product with it reduces
+    over the minor axis. The sampler's decode loop uses it on a CPU
+    (`slots.heads_major_default`).
+    """
 
     cfg: ModelConfig
+    heads_major_cache: bool = False
 
     @nn.compact
     def __call__(
@@ -125,7 +132,8 @@ class Attention(nn.Module):
         x: jax.Array,  # [B, T, D]
         positions: jax.Array,  # [B, T]
         allowed: tuple[jax.Array, jax.Array | None],  # ([B, T, T] new keys, [B, T, S] cache)
-        kv: tuple[jax.Array, jax.Array] | None,  # ([B, S, K, H], [B, S, K, H]) cache, read only
+        kv: tuple[jax.Array, jax.Array] | None,  # ([B, S, K, H], [B, S, K, H]) cache
+        write_at: jax.Array | None = None,  # [B] cache position of this token (T == 1)
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
         """Returns (output [B, T, D], this call's (k, v) [B, T, K, H] when decoding).
 
@@ -133,6 +141,13 @@ class Attention(nn.Module):
         tokens as two score blocks under one softmax; the layer never writes
         the cache (one `dynamic_update_slice` after the layer scan does), so
         a decode step does not copy the [B, S, K, H] cache per layer.
+
+        With `write_at` (one token per row), the token's key and value are written into the
+        cache first, at position write_at[b] of row b (out of range: nowhere), and the query
+        attends over the cache alone (`allowed`'s cache mask covers the new position); the
+        updated cache is returned. Inside a decode loop this lets XLA update the loop's cache
+        in place: reading the old cache beside the write made it copy the cache twice per
+        layer per step.
         """
         cfg = self.cfg
         D, N, K, H = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
@@ -176,6 +191,21 @@ class Attention(nn.Module):
             out = causal_attention(q, k, v, implementation=impl)
             return jnp.einsum("BTNH,NHD->BTD", out, w_o.astype(dt)), None
         q = q.reshape(B, T, K, cfg.num_groups, H)  # [B, T, K, G, H]
+        major = self.heads_major_cache
+        if major and write_at is None:
+            raise ValueError("heads_major_cache is a decode layout: pass write_at (one token)")
+        if write_at is not None:
+            k_cache, v_cache = (
+                _write_cache(c, write_at, new[:, 0].astype(c.dtype), key=i == 0, heads_major=major)
+                for i, (c, new) in enumerate(zip(kv, (k, v), strict=True))
+            )
+            scores = _cache_scores(q, k_cache.astype(dt), major) * (H**-0.5)
+            scores = jnp.where(
+                allowed_cache[:, None, None], scores.astype(jnp.float32), _MASK_VALUE
+            )
+            probs = jax.nn.softmax(scores, axis=-1).astype(dt)
+            out = _cache_values(probs, v_cache.astype(dt), major).reshape(B, T, N, H)
+            return jnp.einsum("BTNH,NHD->BTD", out, w_o.astype(dt)), (k_cache, v_cache)
         scores = jnp.einsum("BTKGH,BSKH->BKGTS", q, k) * (H**-0.5)
         scores = jnp.where(allowed_new[:, None, None], scores.astype(jnp.float32), _MASK_VALUE)
         if kv is not None:
@@ -204,8 +234,28 @@ def _reduce_on_cpu(queries: int) -> bool:
     return queries == 1 and jax.default_backend() == "cpu"
 
 
-def _cache_scores(q: jax.Array, k_cache: jax.Array) -> jax.Array:
-    """[B, T, K, G, H] queries x [B, S, K, H] cached keys -> [B, K, G, T, S] scores."""
+def _write_cache(
+    cache: jax.Array, at: jax.Array, new: jax.Array, *, key: bool, heads_major: bool
+) -> jax.Array:
+    """Writes new [B, K, H] at cache position at[b] of each row b (out of range: dropped)."""
+    rows = jnp.arange(cache.shape[0])
+    if not heads_major:  # [B, S, K, H]
+        return cache.at[rows, at].set(new, mode="drop")
+    if key:  # [B, K, H, S]
+        return cache.at[rows, :, :, at].set(new, mode="drop")
+    return cache.at[rows, :, at].set(new, mode="drop")  # [B, K, S, H]
+
+
+def _cache_scores(q: jax.Array, k_cache: jax.Array, heads_major: bool = False) -> jax.Array:
+    """[B, T, K, G, H] queries x cached keys [B, S, K, H] -> [B, K, G, T, S] scores.
+
+    heads_major: keys [B, K, H, S] and T == 1, reduced over H (not the minor axis): XLA's CPU
+    backend vectorises it along S, where a batched dot runs one tiny matmul per (row, head).
+    """
+    if heads_major:
+        f32 = jnp.float32
+        s = jnp.sum(q[:, 0, :, :, :, None].astype(f32) * k_cache[:, :, None].astype(f32), axis=3)
+        return s[:, :, :, None].astype(q.dtype)  # [B, K, G, 1, S]
     if not _reduce_on_cpu(q.shape[1]):
         return jnp.einsum("BTKGH,BSKH->BKGTS", q, k_cache)
     f32 = jnp.float32
@@ -213,8 +263,16 @@ def _cache_scores(q: jax.Array, k_cache: jax.Array) -> jax.Array:
     return jnp.transpose(s, (0, 2, 3, 1))[:, :, :, None].astype(q.dtype)  # [B, K, G, 1, S]
 
 
-def _cache_values(probs: jax.Array, v_cache: jax.Array) -> jax.Array:
-    """[B, K, G, T, S] weights x [B, S, K, H] cached values -> [B, T, K, G, H]."""
+def _cache_values(probs: jax.Array, v_cache: jax.Array, heads_major: bool = False) -> jax.Array:
+    """[B, K, G, T, S] weights x cached values [B, S, K, H] -> [B, T, K, G, H].
+
+    heads_major: values [B, K, S, H] and T == 1, reduced over S (vectorised along H).
+    """
+    if heads_major:
+        f32 = jnp.float32
+        p = probs[:, :, :, 0, :, None].astype(f32)  # [B, K, G, S, 1]
+        out = jnp.sum(p * v_cache[:, :, None].astype(f32), axis=3)  # [B, K, G, H]
+        return out[:, None].astype(probs.dtype)
     if not _reduce_on_cpu(probs.shape[3]):
         return jnp.einsum("BKGTS,BSKH->BTKGH", probs, v_cache)
     f32 = jnp.float32

@@ -77,12 +77,14 @@ class Block(nn.Module):
     """Pre-norm decoder layer (plus GLM-4-0414's post-sublayer norms)."""
 
     cfg: ModelConfig
+    heads_major_cache: bool = False  # the cache's layout (Attention)
 
     @nn.compact
-    def __call__(self, x, kv, positions, allowed):
+    def __call__(self, x, kv, positions, allowed, write_at=None):
         cfg = self.cfg
         h = RMSNorm(cfg, name="pre_attn_norm")(x)
-        h, kv = Attention(cfg, name="attn")(h, positions, allowed, kv)
+        attn = Attention(cfg, self.heads_major_cache, name="attn")
+        h, kv = attn(h, positions, allowed, kv, write_at)
         if cfg.post_norms:
             h = RMSNorm(cfg, name="post_attn_norm")(h)
         x = x + h

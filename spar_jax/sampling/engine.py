@@ -105,6 +105,8 @@ class Engine:
       chunk_steps: the most decode steps between two returns to the host.
       refill: how many slots to let free before pausing decode to refill them, as a
         fraction of the slots (at least one, at most the queued samples).
+      heads_major: carry the cache heads-major inside the decode loop (`slots.decode`);
+        None picks it on a CPU. The tokens are the same either way.
     """
 
     def __init__(
@@ -121,6 +123,7 @@ class Engine:
         min_prefix: int = 16,
         chunk_steps: int = 256,
         refill: float = 0.125,
+        heads_major: bool | None = None,
     ):
         self.cfg, self.B = cfg, slots
         self.S = min(length_bucket(max_length, min_bucket), cfg.max_position_embeddings)
@@ -129,6 +132,7 @@ class Engine:
         self.prefill_chunk = max(min_bucket, prefill_chunk)
         self.prefill_tokens, self.min_prefix = prefill_tokens, min_prefix
         self.chunk_steps, self.refill = chunk_steps, refill
+        self.heads_major = device.heads_major_default() if heads_major is None else heads_major
         self.top = {k: v for k, v in params.items() if k != "layers"}
         self.layers = jax.jit(device.split_layers)(params)
         self.state = device.init_slots(cfg, slots, self.S, num_stop_ids)
@@ -232,6 +236,7 @@ class Engine:
             jnp.int32(self.chunk_steps),
             jnp.int32(target),
             view=view,
+            heads_major=self.heads_major,
         )
         steps = int(steps)
         self.stats.decode_calls += 1
