@@ -342,7 +342,9 @@ class Engine:
             batch = sorted((p for p in pieces if p[0] == i), key=lambda p: p[3] - p[2])
             while batch:
                 T = length_bucket(batch[-1][3] - batch[-1][2], self.min_bucket)
-                rows = max(1, min(len(batch), self.prefill_tokens // T))
+                # A power of two within the token budget: calls are padded to one (a program
+                # per row bucket), so 21 rows would have run as 32, half of them padding.
+                rows = min(len(batch), 1 << max(0, (self.prefill_tokens // T).bit_length() - 1))
                 call, batch = batch[-rows:], batch[:-rows]
                 self._extend(call, T)
 
