@@ -1,7 +1,7 @@
 """Tree search: the batched BFS over many roots vs one tree and one call at a time.
 
     python -m benchmarks.tree_search                        # 64 roots batched, 8 one at a time
-    python -m benchmarks.tree_search --roots 16 --sequential-roots 4 --new 8
+    python -m benchmarks.tree_search --roots 16 --sequential-roots 4 --judge-new 8 --refine-new 8
 
 Both sides run the same 3-level BFS (branch 3, select 2, 5 judge votes) with
 the same tiny random LLaMA-style model through `ChatModel` + `ModelJudge`:
@@ -124,7 +124,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--roots", type=int, default=64)
     ap.add_argument("--sequential-roots", type=int, default=8)
-    ap.add_argument("--new", type=int, default=16, help="max new tokens, refine and judge")
+    # Short texts by default: prompt tokens dominate, where sharing saves the most. The
+    # demo's lengths (configs/demo.py) are --judge-new 80 --refine-new 112.
+    ap.add_argument("--judge-new", type=int, default=16, help="max new tokens of a judgment")
+    ap.add_argument("--refine-new", type=int, default=16, help="max new tokens of a refinement")
     ap.add_argument("--max-batch", type=int, default=256)
     ap.add_argument(
         "--warmups", type=int, default=4, help="most warm-up searches per side before timing"
@@ -138,8 +141,8 @@ def main():
 def run(args, mcfg, params, tok):
     chat = ChatModel(mcfg, params, tok, max_batch=args.max_batch)
     model = Formatted(chat)
-    judge = ModelJudge(model, n_votes=5, max_new_tokens=args.new)
-    cfg = SearchConfig(max_new_tokens=args.new)
+    judge = ModelJudge(model, n_votes=5, max_new_tokens=args.judge_new)
+    cfg = SearchConfig(max_new_tokens=args.refine_new)
     rng = np.random.default_rng(0)
     words = "alpha beta gamma delta river stone light cloud paper green".split()
 
