@@ -268,11 +268,12 @@ def _draw(state: Slots) -> tuple[Slots, jax.Array]:
 def heads_major_default() -> bool:
     """Whether `decode` carries its cache view heads-major: on a CPU, where it measured faster.
 
-    XLA's CPU backend runs the [B, S, K, H] cache's products as slow small-dot loops or
-    multiply-reduces over the minor axis; heads-major (keys [B, K, H, S], values [B, K, S, H])
-    they are plain batched matmuls: 0.18 against 1.26 ms a layer for 64 slots x 192 positions.
-    The transposes in and out cost one cache copy per decode call, not per step. Accelerators
-    keep the cache's own layout (not measured there).
+    XLA's CPU backend runs the [B, S, K, H] cache's products as one tiny matmul per (row,
+    head), or as multiply-reduces over the minor axis; heads-major (keys [B, K, H, S], values
+    [B, K, S, H]) they reduce over a non-minor axis and vectorise along the other. A 64-slot
+    step of a 4-layer width-128 model, view 192: 7.5 -> 6.3 ms. The transposes in and out cost
+    one cache copy per decode call, not per step. Accelerators keep the cache's own layout
+    (not measured there).
     """
     return jax.default_backend() == "cpu"
 
