@@ -127,3 +127,9 @@ def test_train_sft_command_and_resume(tmp_path, capsys):
     assert (out / "loss.png").stat().st_size > 0
     cfg, params = models.load_hf(str(out / "final_hf"))
     assert cfg.vocab_size == 448 and jax.tree.leaves(params)
+    # The same out_dir from other starting weights is not resumed: one line names both.
+    assert main([*argv, "--config.seed=1"]) == 1
+    error = capsys.readouterr().err
+    assert "train-sft: error:" in error and len(error.strip().splitlines()) == 1
+    assert "preset 'tiny' (seed 0)" in error and "preset 'tiny' (seed 1)" in error
+    assert "resume=False" in error and str(out / "checkpoints") in error

@@ -90,6 +90,12 @@ class Checkpointer:
         )
         return restored["state"].replace(ref_params=target.ref_params)
 
+    def meta(self, step: int) -> dict[str, Any]:
+        """The JSON facts saved with the checkpoint at ``step`` (``save``'s ``meta``)."""
+        ocp = self._ocp
+        restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return dict(restored["meta"] or {})
+
     def restore_params(self, step: int) -> Any:
         """The params saved at ``step``, as single-device arrays, without rebuilding a state:
         for reading a run's intermediate models (evaluation over training steps)."""

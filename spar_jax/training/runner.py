@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
+from spar_jax import models
+from spar_jax.errors import SparError
 from spar_jax.training import checkpoint, data, loop
 from spar_jax.training.placement import Placement
 from spar_jax.training.run_config import RunConfig, loop_config
@@ -32,7 +35,8 @@ def maybe_resume(
 
     A run told not to resume starts over: the checkpoints a previous run left in the
     directory are deleted (and the log says so), so that none of them is later taken for
-    this run's latest.
+    this run's latest. A checkpoint saved by a run that started from other weights (another
+    model, or another preset seed) is not resumed: that is a ResumeMismatchError.
     """
     step = ckpt.latest_step()
     if step is None:
@@ -43,7 +47,40 @@ def maybe_resume(
         )
         ckpt.delete_all()
         return state, None
+    saved = ckpt.meta(step)
+    if "model" in saved and not _same_start(saved, start_meta(run)):
+        raise ResumeMismatchError(
+            f"{ckpt.directory} holds step {step} of a run that started from "
+            f"{_describe(saved)}, but this run starts from {_describe(start_meta(run))}; "
+            "give this run another out_dir, or set resume=False to start over (which deletes "
+            "those checkpoints)"
+        )
     return ckpt.restore(state, step), step
+
+
+class ResumeMismatchError(SparError):
+    """out_dir holds the checkpoints of a run that started from other weights."""
+
+
+def start_meta(run: RunConfig) -> dict[str, Any]:
+    """The weights a run starts from, saved with each checkpoint: a preset and its seed, or a
+    checkpoint's absolute path."""
+    if run.model in models.PRESETS:
+        return {"model": run.model, "seed": run.seed}
+    return {"model": os.path.abspath(run.model)}
+
+
+def _same_start(saved: dict[str, Any], now: dict[str, Any]) -> bool:
+    if now["model"] in models.PRESETS:
+        return saved["model"] == now["model"] and saved.get("seed", now["seed"]) == now["seed"]
+    # Checkpoints written before the path was made absolute hold it as given.
+    return os.path.abspath(saved["model"]) == now["model"] or saved["model"] == now["model"]
+
+
+def _describe(meta: dict[str, Any]) -> str:
+    if "seed" in meta:
+        return f"preset {meta['model']!r} (seed {meta['seed']})"
+    return repr(meta["model"])
 
 
 def batch_source(
@@ -99,7 +136,7 @@ def run_training(
                 out_dir=run.out_dir,
                 checkpointer=ckpt,
                 prepare=lambda batch: placement.shard_batch(prepare(batch)),
-                meta={"kind": kind, "model": run.model},
+                meta={"kind": kind, **start_meta(run)},
             )
     finally:
         ckpt.close()
