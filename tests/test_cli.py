@@ -79,7 +79,7 @@ def test_other_exceptions_keep_their_traceback(command, capsys, bug):
 
 def test_project_error_classes_share_the_base():
     from spar_jax import configs, models, sharding, tokenizer
-    from spar_jax.training import loop, records
+    from spar_jax.training import loop, records, runner
 
     classes = [
         configs.ConfigError,
@@ -92,9 +92,18 @@ def test_project_error_classes_share_the_base():
         tokenizer.ChatTemplateError,
         loop.NonFiniteLossError,
         context.ContextError,
+        models.ModelConfigError,
+        runner.ResumeMismatchError,
     ]
     assert all(issubclass(c, SparError) for c in classes)
     assert issubclass(configs.ConfigError, ValueError)  # callers that caught ValueError still do
+    assert issubclass(models.ModelConfigError, ValueError)
+
+
+def test_a_bad_model_setting_is_one_line_through_the_real_command():
+    r = _run("plan", "--config", "configs/sft_demo.py", "--config.compute_dtype=fp8")
+    assert r.returncode == 1
+    assert r.stderr == "plan: error: dtype='fp8'; use one of ('float32', 'bfloat16', 'float16')\n"
 
 
 def test_commands_in_one_table_and_missing_ones_are_not_available(monkeypatch, capsys, tmp_path):

@@ -5,7 +5,7 @@ logits, cache = models.apply(cfg, params, tokens, positions=None, mask=None, cac
 models.save_hf(cfg, params, "out_dir")
 """
 
-from spar_jax.models.config import ModelConfig, RopeScaling
+from spar_jax.models.config import ModelConfig, ModelConfigError, RopeScaling
 from spar_jax.models.hf import CheckpointError, config_from_hf, config_to_hf, load_hf, save_hf
 from spar_jax.models.presets import PRESETS
 from spar_jax.models.presets import get as preset
@@ -27,6 +27,7 @@ __all__ = [
     "CheckpointError",
     "KVCache",
     "ModelConfig",
+    "ModelConfigError",
     "RopeScaling",
     "apply",
     "attention_impl",

@@ -12,7 +12,15 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from spar_jax.errors import SparError
+
 FAMILIES = ("llama", "glm", "glm4")
+
+
+class ModelConfigError(SparError, ValueError):
+    """A model config field with a value the models cannot take; the message names it."""
+
+
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION_IMPLS = ("auto", "xla", "cudnn", "xla_causal")
@@ -75,32 +83,38 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.family not in FAMILIES:
-            raise ValueError(f"family={self.family!r} is not supported; use one of {FAMILIES}")
+            raise ModelConfigError(
+                f"family={self.family!r} is not supported; use one of {FAMILIES}"
+            )
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise ModelConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.num_heads <= 0 or self.num_kv_heads <= 0:
-            raise ValueError("num_heads and num_kv_heads must be positive")
+            raise ModelConfigError("num_heads and num_kv_heads must be positive")
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(
+            raise ModelConfigError(
                 f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}"
             )
         if self.rotary_dim % 2 or self.rotary_dim <= 0:
-            raise ValueError(
+            raise ModelConfigError(
                 f"head_dim={self.head_dim} x partial_rotary_factor={self.partial_rotary_factor} "
                 "must give a positive even rotary dimension"
             )
         for name in ("dtype", "param_dtype"):
             if getattr(self, name) not in DTYPES:
-                raise ValueError(f"{name}={getattr(self, name)!r}; use one of {DTYPES}")
+                raise ModelConfigError(f"{name}={getattr(self, name)!r}; use one of {DTYPES}")
         if self.scan_unroll < 1:
-            raise ValueError(f"scan_unroll={self.scan_unroll} must be >= 1 (1 = no unrolling)")
+            raise ModelConfigError(
+                f"scan_unroll={self.scan_unroll} must be >= 1 (1 = no unrolling)"
+            )
         if self.remat_policy not in REMAT_POLICIES:
-            raise ValueError(f"remat_policy={self.remat_policy!r}; use one of {REMAT_POLICIES}")
+            raise ModelConfigError(
+                f"remat_policy={self.remat_policy!r}; use one of {REMAT_POLICIES}"
+            )
         if self.attention not in ATTENTION_IMPLS:
-            raise ValueError(f"attention={self.attention!r}; use one of {ATTENTION_IMPLS}")
+            raise ModelConfigError(f"attention={self.attention!r}; use one of {ATTENTION_IMPLS}")
         if self.attention == "cudnn" and self.dtype == "float32":
-            raise ValueError(
+            raise ModelConfigError(
                 "attention='cudnn' needs dtype='bfloat16' or 'float16' (cuDNN has no float32 "
                 "flash attention); use attention='auto' or 'xla' for float32"
             )
@@ -137,7 +151,9 @@ class ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown ModelConfig fields {unknown}; known fields: {sorted(known)}")
+            raise ModelConfigError(
+                f"unknown ModelConfig fields {unknown}; known fields: {sorted(known)}"
+            )
         return cls(**d)
 
     def to_json(self) -> str:
