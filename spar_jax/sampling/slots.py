@@ -5,7 +5,9 @@ the tokens drawn so far. The cache is one `[B, S, K, H]` array per layer (a tupl
 stacked array), so a decode step writes each layer's new key and value in place and never
 slices a layer out of a stack; the layers run unrolled over per-layer parameters
 (`split_layers`). Attention reads only the first `view` slots of the cache, a length bucket
-the host picks to cover the longest running slot.
+the host picks to cover the longest running slot. The decode loop carries those positions
+(heads-major on a CPU, `heads_major_default`), writes each step's key and value before it
+attends, and writes the view back once per call.
 
 `extend` writes prompt tokens into slots (a prefill, or the rest of a prompt after a shared
 prefix copied from another slot) and leaves their next-token logits; `decode` runs the
