@@ -17,7 +17,9 @@ measured, in order of importance, so a run cut short still leaves the parts it f
    6 T^2 N_heads H L per sequence (forward + backward, half the T x T square).
 4. Sampling: ``sampling.generate`` on the same model in bfloat16, B prompts, fixed new tokens;
    decode tokens/s and the HBM roofline (parameters + KV cache read once per decode step).
-5. Ragged sampling (``ragged``): 512 prompts of 8-64 tokens with geometric new-token limits
+5. Cache layout (``layout``): ms per step of the engine's decode loop at batch 64 with its
+   cache view slot-major (the accelerator default) and heads-major (the CPU default).
+6. Ragged sampling (``ragged``): 512 prompts of 8-64 tokens with geometric new-token limits
    (mean ~45, at most 128), temperature 1.0, through the continuous-batching engine with 64
    slots, against the same requests run as fixed batches of 64 (each batch drained before the
    next starts, as a fixed-batch sampler does): useful tokens/s of each and their ratio.
@@ -197,6 +199,51 @@ def sample_speed(cfg, params, batch, prompt, new, hbm, temperature=0.9) -> dict:
     }
 
 
+def layout_speed(cfg, params, batch: int, prompt: int, steps: int) -> dict:
+    """ms per decode step of the engine's loop with the cache view slot-major (the accelerator
+    default) and heads-major (the CPU default, `slots.heads_major_default`): which to keep."""
+    cfg = cfg.replace(dtype="bfloat16", param_dtype="bfloat16")
+    params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
+    out = {"batch": batch, "prompt": prompt, "steps": steps}
+    for heads_major in (False, True):
+        ms = _decode_step_ms(cfg, params, batch, prompt, steps, heads_major)
+        out["heads_major_ms" if heads_major else "slot_major_ms"] = ms
+    out["heads_major_over_slot_major"] = out["heads_major_ms"] / out["slot_major_ms"]
+    return out
+
+
+def _decode_step_ms(cfg, params, batch, prompt, steps, heads_major: bool) -> float:
+    from spar_jax.sampling import slots as device
+
+    rng = np.random.default_rng(3)
+    engine = sampling.Engine(
+        cfg, params, slots=batch, max_length=prompt + steps, heads_major=heads_major
+    )
+    sp = sampling.SamplingParams(temperature=0.9, top_p=0.9, max_new_tokens=steps)
+    for i in range(batch):
+        engine.submit(rng.integers(3, cfg.vocab_size, prompt).tolist(), sp, rng=jax.random.key(i))
+    engine._refill()  # the prefill only: every slot is ready to decode
+
+    def loop(state):
+        return device.decode(
+            cfg, engine.top, engine.layers, state, jnp.int32(steps), jnp.int32(batch + 1),
+            view=engine.S, heads_major=heads_major,
+        )  # fmt: skip
+
+    def fresh():
+        return jax.tree.map(jnp.copy, engine.state)
+
+    jax.block_until_ready(loop(fresh()))  # compile
+    best = float("inf")
+    for _ in range(3):
+        state = fresh()
+        jax.block_until_ready(state)
+        start = time.perf_counter()
+        _, n = jax.block_until_ready(loop(state))
+        best = min(best, (time.perf_counter() - start) / max(int(n), 1))
+    return 1e3 * best
+
+
 def ragged_speed(cfg, params, prompts: int, slots: int) -> dict:
     cfg = cfg.replace(dtype="bfloat16", param_dtype="bfloat16")
     params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
@@ -233,7 +280,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=None, help="JSON file, rewritten after each part")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes: check the script")
-    parser.add_argument("--parts", default="peak,parity,dpo,xla,sample,greedy,ragged,dpo_big")
+    parser.add_argument(
+        "--parts", default="peak,parity,dpo,xla,sample,greedy,layout,ragged,dpo_big"
+    )
     parser.add_argument("--length", type=int, default=2048, help="DPO tokens per sequence")
     parser.add_argument("--pairs", type=int, default=4, help="DPO pairs per step")
     parser.add_argument("--chunk-size", type=int, default=4096, help="vocabulary chunk")
@@ -280,6 +329,9 @@ def main() -> None:
         if part in parts:
             speed = sample_speed(cfg, params, *sample, hbm, temperature=temperature)
             _record(args.out, results, part, speed)
+    if "layout" in parts:
+        shape = (4, 16, 8) if args.smoke else (64, 512, 64)
+        _record(args.out, results, "layout", layout_speed(cfg, params, *shape))
     if "ragged" in parts:
         shape = (16, 4) if args.smoke else (512, 64)
         _record(args.out, results, "ragged", ragged_speed(cfg, params, *shape))
