@@ -15,15 +15,13 @@ import jax.numpy as jnp
 from spar_jax.errors import SparError
 
 FAMILIES = ("llama", "glm", "glm4")
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+DTYPES = ("float32", "bfloat16", "float16")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn", "xla_causal")
 
 
 class ModelConfigError(SparError, ValueError):
     """A model config field with a value the models cannot take; the message names it."""
-
-
-REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
-DTYPES = ("float32", "bfloat16", "float16")
-ATTENTION_IMPLS = ("auto", "xla", "cudnn", "xla_causal")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -185,20 +185,14 @@ class Attention(nn.Module):
         k = apply_rope(k, positions, cfg)
 
         B, T = x.shape[:2]
-        allowed_new, allowed_cache = allowed  # [B, T, T], [B, T, S] or None
-        if allowed_new is None:  # causal-only path, chosen by `transformer.apply`; no cache
-            impl = "cudnn" if cfg.attention == "cudnn" else "xla"
-            out = causal_attention(q, k, v, implementation=impl)
-            return jnp.einsum("BTNH,NHD->BTD", out, w_o.astype(dt)), None
-        q = q.reshape(B, T, K, cfg.num_groups, H)  # [B, T, K, G, H]
+        allowed_new, allowed_cache = allowed  # [B, T, T] or None, [B, T, S] or None
         major = self.heads_major_cache
         if major and write_at is None:
             raise ValueError("heads_major_cache is a decode layout: pass write_at (one token)")
-        if write_at is not None:
-            k_cache, v_cache = (
-                _write_cache(c, write_at, new[:, 0].astype(c.dtype), key=i == 0, heads_major=major)
-                for i, (c, new) in enumerate(zip(kv, (k, v), strict=True))
-            )
+        if write_at is not None:  # decode in place: allowed_new is not read
+            q = q.reshape(B, T, K, cfg.num_groups, H)
+            k_cache = _write_cache(kv[0], write_at, k[:, 0], key=True, heads_major=major)
+            v_cache = _write_cache(kv[1], write_at, v[:, 0], key=False, heads_major=major)
             scores = _cache_scores(q, k_cache.astype(dt), major) * (H**-0.5)
             scores = jnp.where(
                 allowed_cache[:, None, None], scores.astype(jnp.float32), _MASK_VALUE
@@ -206,6 +200,11 @@ class Attention(nn.Module):
             probs = jax.nn.softmax(scores, axis=-1).astype(dt)
             out = _cache_values(probs, v_cache.astype(dt), major).reshape(B, T, N, H)
             return jnp.einsum("BTNH,NHD->BTD", out, w_o.astype(dt)), (k_cache, v_cache)
+        if allowed_new is None:  # causal-only path, chosen by `transformer.apply`; no cache
+            impl = "cudnn" if cfg.attention == "cudnn" else "xla"
+            out = causal_attention(q, k, v, implementation=impl)
+            return jnp.einsum("BTNH,NHD->BTD", out, w_o.astype(dt)), None
+        q = q.reshape(B, T, K, cfg.num_groups, H)  # [B, T, K, G, H]
         scores = jnp.einsum("BTKGH,BSKH->BKGTS", q, k) * (H**-0.5)
         scores = jnp.where(allowed_new[:, None, None], scores.astype(jnp.float32), _MASK_VALUE)
         if kv is not None:
@@ -238,7 +237,7 @@ def _write_cache(
     cache: jax.Array, at: jax.Array, new: jax.Array, *, key: bool, heads_major: bool
 ) -> jax.Array:
     """Writes new [B, K, H] at cache position at[b] of each row b (out of range: dropped)."""
-    rows = jnp.arange(cache.shape[0])
+    rows, new = jnp.arange(cache.shape[0]), new.astype(cache.dtype)
     if not heads_major:  # [B, S, K, H]
         return cache.at[rows, at].set(new, mode="drop")
     if key:  # [B, K, H, S]

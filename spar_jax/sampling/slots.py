@@ -135,16 +135,18 @@ def _constrain(x: jax.Array, axes: tuple[str, ...] = _KV_AXES) -> jax.Array:
     return nn.with_logical_constraint(x, axes, mesh=_context_mesh())
 
 
-def _layers(cfg, layers: Layers, x, positions, allowed, k_views, v_views, **decode):
+def _layers(
+    cfg, layers: Layers, x, positions, allowed, k_views, v_views, write_at=None, heads_major=False
+):
     """Runs the unrolled blocks; returns (hidden [R, T, D], new (k, v) [R, T, K, H] per layer).
 
-    `decode` (write_at, heads_major): one token per row, written into the views, which come
-    back updated instead of the new keys and values (`Attention`).
+    With `write_at` (one token per row, `Attention`'s decode in place) the new keys and values
+    go into the views, which come back updated instead; `heads_major` is their layout.
     """
     new = []
-    block = Block(cfg, heads_major_cache=decode.pop("heads_major", False))
+    block = Block(cfg, heads_major_cache=heads_major)
     for layer, kc, vc in zip(layers, k_views, v_views, strict=True):
-        x, (k, v) = block.apply({"params": layer}, x, (kc, vc), positions, allowed, **decode)
+        x, (k, v) = block.apply({"params": layer}, x, (kc, vc), positions, allowed, write_at)
         new.append((k, v))
     return x, new
 
@@ -317,7 +319,7 @@ def decode(
         x = jnp.take(top["embedding"], tok[:, None], axis=0).astype(dt)  # [B, 1, D]
         # The token's key and value are written at its position first, then it attends
         # over the cache up to and including that position (Attention's `write_at`).
-        allowed = (jnp.ones((B, 1, 1), bool), (window[None] <= pos)[:, None])  # [B, 1, view]
+        allowed = (None, (window[None] <= pos)[:, None])  # cache only: [B, 1, view]
         at = jnp.where(s.done, S, s.lengths)  # finished slots write nowhere (out of range)
         hidden, new = _layers(
             cfg, layers, x, pos, allowed, s.k, s.v, write_at=at, heads_major=heads_major

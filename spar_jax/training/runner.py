@@ -47,11 +47,11 @@ def maybe_resume(
         )
         ckpt.delete_all()
         return state, None
-    saved = ckpt.meta(step)
-    if "model" in saved and not _same_start(saved, start_meta(run)):
+    saved, now = ckpt.meta(step), start_meta(run)
+    if "model" in saved and not _same_start(saved, now):
         raise ResumeMismatchError(
             f"{ckpt.directory} holds step {step} of a run that started from "
-            f"{_describe(saved)}, but this run starts from {_describe(start_meta(run))}; "
+            f"{_describe(saved)}, but this run starts from {_describe(now)}; "
             "give this run another out_dir, or set resume=False to start over (which deletes "
             "those checkpoints)"
         )
